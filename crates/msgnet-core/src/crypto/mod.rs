@@ -1,0 +1,1 @@
+//! Cryptography: Noise handshakes bound to libp2p identities, packet protection, cookies.

@@ -1,0 +1,1 @@
+//! The wire codec. `docs/wire.md` is its specification.
