@@ -25,16 +25,22 @@
 //!
 //! Every input may produce output, so steps 2-4 follow every input.
 
+mod channel;
 pub mod config;
 pub mod crypto;
 mod endpoint;
+mod handshake;
+mod ranges;
+mod replay;
+mod rtt;
+mod session;
 pub mod error;
 pub mod event;
 pub mod stats;
 pub mod wire;
 
 pub use config::{Delivery, EndpointConfig, SendOptions};
-pub use endpoint::Endpoint;
+pub use endpoint::{Endpoint, MAX_PROTOCOL_LEN};
 pub use error::SendError;
 pub use event::{
     Event, InboundRequest, IncomingMessage, MessageId, SessionId, SessionInfo, Transmit,

@@ -1,0 +1,290 @@
+//! Noise IK and XX handshakes over `snow`, deterministic for a given seed.
+//!
+//! `snow` draws ephemeral keys from its resolver's RNG; [`SeededResolver`] delegates the
+//! primitives to `snow`'s default resolver but hands out a `ChaCha20Rng` seeded by the
+//! caller, so this module never touches the OS RNG and a handshake is reproducible.
+//!
+//! The handshake does not build identity payloads itself: callers pass
+//! [`LocalIdentity::identity_payload`] (possibly followed by their own data) as the payload
+//! of the messages that carry the identity, and check the remote's with
+//! [`verify_identity_payload`](super::verify_identity_payload).
+//!
+//! Note on IK: the payload of the first message is encrypted to the responder's static
+//! key but is replayable (no responder contribution yet); only idempotent data may ride
+//! in it, and the endpoint must refuse replays of the first message itself.
+
+use std::cell::Cell;
+use std::fmt;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
+use snow::resolvers::{CryptoResolver, DefaultResolver};
+use snow::types::{Cipher, Dh, Hash, Random};
+use snow::{Builder, HandshakeState};
+
+use super::identity::LocalIdentity;
+use super::packet_key::{PacketKey, SessionKeys};
+use super::CryptoError;
+
+/// Noise protocol name of the IK handshake (responder's static key known in advance).
+pub const NOISE_IK: &str = "Noise_IK_25519_ChaChaPoly_SHA256";
+/// Noise protocol name of the XX handshake (fallback for peers whose static key is unknown).
+pub const NOISE_XX: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+/// Prologue mixed into every msgnet handshake.
+pub const NOISE_PROLOGUE: &[u8] = b"msgnet/1";
+/// Maximum length of one Noise message.
+pub const MAX_HANDSHAKE_MESSAGE_LEN: usize = 65535;
+
+/// Upper bound on the bytes a handshake message adds to its payload (e, encrypted s, tag).
+const HANDSHAKE_OVERHEAD: usize = 128;
+
+/// A `snow` crypto resolver whose RNG is a `ChaCha20Rng` seeded by the caller.
+///
+/// DH, hash and cipher come from [`DefaultResolver`]. The RNG is handed out once (snow
+/// asks for it once per handshake); later requests get `None`.
+pub struct SeededResolver {
+    rng: Cell<Option<ChaCha20Rng>>,
+}
+
+impl SeededResolver {
+    /// Creates a resolver whose RNG is `ChaCha20Rng::from_seed(seed)`.
+    pub fn new(seed: [u8; 32]) -> Self {
+        SeededResolver {
+            rng: Cell::new(Some(ChaCha20Rng::from_seed(seed))),
+        }
+    }
+}
+
+impl fmt::Debug for SeededResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SeededResolver").finish_non_exhaustive()
+    }
+}
+
+struct SeededRandom(ChaCha20Rng);
+
+impl Random for SeededRandom {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), snow::Error> {
+        self.0.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl CryptoResolver for SeededResolver {
+    fn resolve_rng(&self) -> Option<Box<dyn Random>> {
+        self.rng
+            .take()
+            .map(|rng| Box::new(SeededRandom(rng)) as Box<dyn Random>)
+    }
+
+    fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
+        DefaultResolver.resolve_dh(choice)
+    }
+
+    fn resolve_hash(&self, choice: &HashChoice) -> Option<Box<dyn Hash>> {
+        DefaultResolver.resolve_hash(choice)
+    }
+
+    fn resolve_cipher(&self, choice: &CipherChoice) -> Option<Box<dyn Cipher>> {
+        DefaultResolver.resolve_cipher(choice)
+    }
+}
+
+/// One side of a Noise IK or XX handshake.
+pub struct Handshake {
+    state: HandshakeState,
+}
+
+impl fmt::Debug for Handshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handshake")
+            .field("initiator", &self.state.is_initiator())
+            .field("finished", &self.state.is_handshake_finished())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handshake {
+    /// Starts an IK handshake as initiator towards a responder with static key
+    /// `remote_static` (e.g. from [`x25519_static_of_peer`](super::x25519_static_of_peer)).
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Noise`] if `snow` refuses the parameters.
+    pub fn initiator_ik(
+        local: &LocalIdentity,
+        remote_static: &[u8; 32],
+        seed: [u8; 32],
+    ) -> Result<Self, CryptoError> {
+        let state = builder(NOISE_IK, local, seed)?
+            .remote_public_key(remote_static)?
+            .build_initiator()?;
+        Ok(Handshake { state })
+    }
+
+    /// Starts an XX handshake as initiator.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Noise`] if `snow` refuses the parameters.
+    pub fn initiator_xx(local: &LocalIdentity, seed: [u8; 32]) -> Result<Self, CryptoError> {
+        let state = builder(NOISE_XX, local, seed)?.build_initiator()?;
+        Ok(Handshake { state })
+    }
+
+    /// Starts an IK handshake as responder.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Noise`] if `snow` refuses the parameters.
+    pub fn responder_ik(local: &LocalIdentity, seed: [u8; 32]) -> Result<Self, CryptoError> {
+        let state = builder(NOISE_IK, local, seed)?.build_responder()?;
+        Ok(Handshake { state })
+    }
+
+    /// Starts an XX handshake as responder.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Noise`] if `snow` refuses the parameters.
+    pub fn responder_xx(local: &LocalIdentity, seed: [u8; 32]) -> Result<Self, CryptoError> {
+        let state = builder(NOISE_XX, local, seed)?.build_responder()?;
+        Ok(Handshake { state })
+    }
+
+    /// Writes the next handshake message carrying `payload`, appending it to `out`.
+    ///
+    /// The message is at most [`MAX_HANDSHAKE_MESSAGE_LEN`] bytes. On error `out` is left
+    /// as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Noise`] if it is not our turn, the handshake is finished or the
+    /// message would be too large.
+    pub fn write_message(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), CryptoError> {
+        let start = out.len();
+        let room = payload
+            .len()
+            .saturating_add(HANDSHAKE_OVERHEAD)
+            .min(MAX_HANDSHAKE_MESSAGE_LEN);
+        out.resize(start.saturating_add(room), 0);
+        let written = match out.get_mut(start..) {
+            Some(buf) => self.state.write_message(payload, buf),
+            None => Err(snow::Error::Input),
+        };
+        match written {
+            Ok(n) => {
+                out.truncate(start.saturating_add(n));
+                Ok(())
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Reads the peer's next handshake message, replacing the contents of `payload_out` with
+    /// its payload.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::Decrypt`] if the message was tampered with or encrypted for another
+    /// static key, [`CryptoError::Noise`] if it is malformed or out of turn. On error
+    /// `payload_out` is empty.
+    pub fn read_message(
+        &mut self,
+        msg: &[u8],
+        payload_out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        payload_out.clear();
+        if msg.len() > MAX_HANDSHAKE_MESSAGE_LEN {
+            return Err(CryptoError::Noise("handshake message too long".into()));
+        }
+        payload_out.resize(msg.len(), 0);
+        match self.state.read_message(msg, payload_out) {
+            Ok(n) => {
+                payload_out.truncate(n);
+                Ok(())
+            }
+            Err(e) => {
+                payload_out.clear();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The remote's static X25519 key, once known (from the start for an IK initiator).
+    pub fn remote_static(&self) -> Option<[u8; 32]> {
+        self.state
+            .get_remote_static()
+            .and_then(|s| <[u8; 32]>::try_from(s).ok())
+    }
+
+    /// Whether all handshake messages have been written and read.
+    pub fn is_finished(&self) -> bool {
+        self.state.is_handshake_finished()
+    }
+
+    /// Whether this side started the handshake.
+    pub fn is_initiator(&self) -> bool {
+        self.state.is_initiator()
+    }
+
+    /// Whether the next step is ours to write (rather than to read).
+    pub fn is_my_turn(&self) -> bool {
+        self.state.is_my_turn()
+    }
+
+    /// The handshake hash `h` so far (the channel binding once finished).
+    pub fn handshake_hash(&self) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        let h = self.state.get_handshake_hash();
+        let n = h.len().min(32);
+        if let (Some(dst), Some(src)) = (out.get_mut(..n), h.get(..n)) {
+            dst.copy_from_slice(src);
+        }
+        out
+    }
+
+    /// Finishes the handshake and returns the session keys, oriented for this side.
+    ///
+    /// # Errors
+    ///
+    /// [`CryptoError::HandshakeIncomplete`] if messages remain to be exchanged.
+    pub fn into_keys(mut self) -> Result<SessionKeys, CryptoError> {
+        if !self.state.is_handshake_finished() {
+            return Err(CryptoError::HandshakeIncomplete);
+        }
+        // (initiator -> responder, responder -> initiator)
+        let (mut i2r, mut r2i) = self.state.dangerously_get_raw_split();
+        let keys = if self.state.is_initiator() {
+            SessionKeys {
+                send: PacketKey::new(i2r),
+                recv: PacketKey::new(r2i),
+            }
+        } else {
+            SessionKeys {
+                send: PacketKey::new(r2i),
+                recv: PacketKey::new(i2r),
+            }
+        };
+        zeroize::Zeroize::zeroize(&mut i2r);
+        zeroize::Zeroize::zeroize(&mut r2i);
+        Ok(keys)
+    }
+}
+
+fn builder<'a>(
+    pattern: &str,
+    local: &'a LocalIdentity,
+    seed: [u8; 32],
+) -> Result<Builder<'a>, CryptoError> {
+    let params: NoiseParams = pattern.parse()?;
+    Ok(
+        Builder::with_resolver(params, Box::new(SeededResolver::new(seed)))
+            .prologue(NOISE_PROLOGUE)?
+            .local_private_key(local.static_secret())?,
+    )
+}
