@@ -434,3 +434,103 @@ fn deterministic_given_seeds() {
     }
     assert_eq!(run(), run());
 }
+
+#[test]
+fn overhead_of_a_64_byte_message_is_24_bytes() {
+    let mut p = established();
+    // Let acknowledgements settle so nothing else rides with the message.
+    p.run_for(Duration::from_millis(200));
+    let before = p.log.len();
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, Bytes::from(vec![0x42; 64]), SendOptions::default()).unwrap();
+    p.flush();
+    let pkt = p.log[before..].iter().find(|(s, _)| *s == Side::A).unwrap().1.clone();
+    assert_eq!(pkt.len() - 64, 24, "4 header + 1 pn + 3 frame header + 16 tag");
+    assert!(p.run_until(Duration::from_secs(1), |p| completion_of(&p.a, id).is_some()));
+    let unreliable = SendOptions { delivery: Delivery::Unreliable, early_data: true };
+    p.run_for(Duration::from_millis(200));
+    let before = p.log.len();
+    let now = p.now;
+    p.a.ep.send(now, p.b.peer, P, Bytes::from(vec![0x42; 64]), unreliable).unwrap();
+    p.flush();
+    let pkt = p.log[before..].iter().find(|(s, _)| *s == Side::A).unwrap().1.clone();
+    assert_eq!(pkt.len() - 64, 23, "an unreliable message needs no sequence number");
+}
+
+#[test]
+fn small_messages_coalesce_into_one_packet() {
+    let mut p = established();
+    p.run_for(Duration::from_millis(200));
+    let before = p.log.len();
+    let now = p.now;
+    for i in 0..10u8 {
+        p.a.ep.send(now, p.b.peer, P, Bytes::from(vec![i; 64]), SendOptions::default()).unwrap();
+    }
+    p.flush();
+    let a_pkts: Vec<_> = p.log[before..].iter().filter(|(s, _)| *s == Side::A).collect();
+    assert_eq!(a_pkts.len(), 1, "ten 64-byte messages fit one packet");
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.messages(Side::B).len(), 11);
+}
+
+#[test]
+fn many_protocols_both_directions() {
+    let mut p = established();
+    let protos: Vec<String> = (0..40).map(|i| format!("/multi/{i}/1.0.0")).collect();
+    for pr in &protos {
+        p.a.ep.register_protocol(pr);
+        p.b.ep.register_protocol(pr);
+    }
+    let mut ids = Vec::new();
+    for round in 0..5u8 {
+        for pr in &protos {
+            let now = p.now;
+            ids.push((Side::A, p.a.ep.send(now, p.b.peer, pr, Bytes::from(vec![round]), SendOptions::default()).unwrap()));
+            ids.push((Side::B, p.b.ep.send(now, p.a.peer, pr, Bytes::from(vec![round]), SendOptions::default()).unwrap()));
+        }
+        p.step();
+    }
+    assert!(p.run_until(Duration::from_secs(5), |p| ids.iter().all(|(s, id)| {
+        let n = if *s == Side::A { &p.a } else { &p.b };
+        completion_of(n, *id).is_some()
+    })));
+    for side in [Side::A, Side::B] {
+        let msgs = p.messages(side);
+        for pr in &protos {
+            let n = msgs.iter().filter(|m| &*m.protocol == pr.as_str()).count();
+            assert_eq!(n, 5, "{side:?} {pr}");
+        }
+    }
+}
+
+#[test]
+fn peer_address_change_keeps_the_session() {
+    let mut p = established();
+    // A's NAT rebinds: its packets now come from another port.
+    let new_addr: std::net::SocketAddr = "10.0.0.1:3333".parse().unwrap();
+    p.a.addr = new_addr;
+    let now = p.now;
+    let id = p.a.ep.request(now, p.b.peer, P, Bytes::from_static(b"moved"), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(2), |p| response_of(&p.a, id).is_some()));
+    assert_eq!(response_of(&p.a, id).unwrap().unwrap(), Bytes::from_static(b"re:moved"));
+    let s = p.b.ep.sessions(&p.a.peer);
+    assert_eq!(s.len(), 1, "same session");
+    assert_eq!(s[0].remote, new_addr);
+}
+
+#[test]
+fn api_misuse_gets_typed_errors() {
+    let mut p = ready_pair();
+    let now = p.now;
+    let big = Bytes::from(vec![0u8; 5000]);
+    assert!(matches!(p.a.ep.send(now, p.b.peer, P, big, SendOptions::default()), Err(SendError::MessageTooLarge { .. })));
+    assert_eq!(p.a.ep.send(now, p.b.peer, "", Bytes::new(), SendOptions::default()), Err(SendError::InvalidProtocol));
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    assert_eq!(p.a.ep.send(now, stranger, P, Bytes::new(), SendOptions::default()), Err(SendError::NoAddress));
+    let me = p.a.peer;
+    assert!(matches!(p.a.ep.send(now, me, P, Bytes::new(), SendOptions::default()), Err(SendError::Unreachable(_))));
+    let fake = msgnet_core::InboundRequest { session: msgnet_core::SessionId(99), protocol: P.into(), request_id: 1 };
+    assert_eq!(p.b.ep.respond(now, &fake, Ok(Bytes::new())), Err(SendError::UnknownRequest));
+    p.a.ep.close(now);
+    assert_eq!(p.a.ep.send(now, p.b.peer, P, Bytes::new(), SendOptions::default()), Err(SendError::Closed));
+}
