@@ -65,6 +65,8 @@ struct SentPacket {
     ack_eliciting: bool,
     /// (message key, protocol int whose INIT this packet carried).
     messages: Vec<(u64, Option<u16>)>,
+    /// Channels whose INIT rode in this packet on an unreliable message.
+    inits: Vec<u16>,
     ping: bool,
 }
 
@@ -550,14 +552,13 @@ impl Session {
         self.rto_backoff = 0;
         self.confirmed = true;
         for (_, p) in newly {
-            for (key, init_int) in p.messages {
-                if let Some(int) = init_int {
-                    if let Some(proto) = self.out_by_int.get(&int) {
-                        if let Some(ch) = self.out_channels.get_mut(proto) {
-                            ch.init_acked = true;
-                        }
-                    }
+            let inits = p.messages.iter().filter_map(|(_, i)| *i).chain(p.inits.iter().copied());
+            for int in inits {
+                if let Some(ch) = self.out_by_int.get(&int).and_then(|pr| self.out_channels.get_mut(pr)) {
+                    ch.init_acked = true;
                 }
+            }
+            for (key, _) in p.messages {
                 self.message_acked(ctx, key);
             }
         }
@@ -706,7 +707,8 @@ impl Session {
     ) -> bool {
         let start = out.len();
         let room = |out: &Vec<u8>| limit.saturating_sub(out.len() - start);
-        let mut sent = SentPacket { time: now, ack_eliciting: false, messages: Vec::new(), ping: false };
+        let mut sent =
+            SentPacket { time: now, ack_eliciting: false, messages: Vec::new(), inits: Vec::new(), ping: false };
         while let Some(c) = self.control.front().cloned() {
             let Control::Reset(int, code) = c;
             let f = Frame::Reset { protocol_int: int, code };
@@ -766,6 +768,11 @@ impl Session {
             sent.ack_eliciting = true;
             if m.delivery == Delivery::Unreliable {
                 unreliable.push(key);
+                if let Some(int) = init_int {
+                    if !sent.inits.contains(&int) {
+                        sent.inits.push(int);
+                    }
+                }
             } else {
                 sent.messages.push((key, init_int));
             }

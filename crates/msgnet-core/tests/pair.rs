@@ -534,3 +534,22 @@ fn api_misuse_gets_typed_errors() {
     p.a.ep.close(now);
     assert_eq!(p.a.ep.send(now, p.b.peer, P, Bytes::new(), SendOptions::default()), Err(SendError::Closed));
 }
+
+#[test]
+fn unreliable_only_channel_switches_to_continuation() {
+    let mut p = established();
+    let unreliable = SendOptions { delivery: Delivery::Unreliable, early_data: true };
+    const U: &str = "/only/unreliable/with/a/long/name/1.0.0";
+    p.b.ep.register_protocol(U);
+    let now = p.now;
+    p.a.ep.send(now, p.b.peer, U, Bytes::from(vec![1; 64]), unreliable).unwrap();
+    p.run_for(Duration::from_millis(200));
+    let before = p.log.len();
+    let now = p.now;
+    p.a.ep.send(now, p.b.peer, U, Bytes::from(vec![2; 64]), unreliable).unwrap();
+    p.flush();
+    let pkt = p.log[before..].iter().find(|(s, _)| *s == Side::A).unwrap().1.clone();
+    assert_eq!(pkt.len() - 64, 23, "the INIT was acknowledged, so the name is not repeated");
+    p.run_for(Duration::from_millis(100));
+    assert_eq!(p.messages(Side::B).iter().filter(|m| &*m.protocol == U).count(), 2);
+}
