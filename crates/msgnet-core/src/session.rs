@@ -80,7 +80,7 @@ pub(crate) struct HeldMsg {
 /// Control frames waiting to go out.
 #[derive(Debug, Clone)]
 enum Control {
-    Reset(u16, ResetCode),
+    Reset(u16, ResetCode, Option<u64>),
 }
 
 /// A frame chosen for the packet being built, kept to re-encode the last one without
@@ -359,12 +359,22 @@ impl Session {
 
     /// Acts on the frames of an authenticated, already checked packet.
     pub(crate) fn process_frames(&mut self, now: Instant, ctx: &mut Ctx<'_>, plain: &[u8]) {
+        // RESETs first (they fail the refused messages), then acknowledgements (the packet
+        // that carried a refused message is acknowledged too), then the rest.
+        for frame in Frames::new(plain) {
+            if let Ok(Frame::Reset { protocol_int, code, seq }) = frame {
+                self.on_reset(ctx, protocol_int, code, seq);
+            }
+        }
+        for frame in Frames::new(plain) {
+            if let Ok(Frame::Sack(sack)) = frame {
+                self.on_sack(now, ctx, &sack);
+            }
+        }
         for frame in Frames::new(plain) {
             let Ok(frame) = frame else { return };
             match frame {
-                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } => {}
-                Frame::Sack(sack) => self.on_sack(now, ctx, &sack),
-                Frame::Reset { protocol_int, code } => self.on_reset(ctx, protocol_int, code),
+                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } | Frame::Sack(_) | Frame::Reset { .. } => {}
                 Frame::Close { reason, .. } => {
                     self.closed_by_peer = Some(reason.to_owned());
                 }
@@ -403,24 +413,30 @@ impl Session {
                 p
             }
             (None, None) => {
-                self.control.push_back(Control::Reset(int, ResetCode::UNKNOWN_PROTOCOL_INT));
+                self.control.push_back(Control::Reset(int, ResetCode::UNKNOWN_PROTOCOL_INT, None));
                 return Ok(());
             }
         };
         let is_response =
             matches!(m.kind, wire::MessageKind::Response(_) | wire::MessageKind::ErrorResponse(_));
+        let Some(ch) = self.in_channels.get_mut(&int) else { return Ok(()) };
+        let seq = m.seq.map(|t| ch.expand(t));
+        // A retransmission of something already delivered is only acknowledged, even if
+        // the handler has gone since.
+        if seq.is_some_and(|s| ch.accept(s, m.ordered) == Accept::Duplicate) {
+            return Ok(());
+        }
         if !is_response && !ctx.protocols.contains(&protocol) {
             // Not marked delivered: a retransmission is answered with RESET again.
-            self.control.push_back(Control::Reset(int, ResetCode::NO_HANDLER));
+            self.control.push_back(Control::Reset(int, ResetCode::NO_HANDLER, seq));
             return Ok(());
         }
         let _ = now;
         let Some(ch) = self.in_channels.get_mut(&int) else { return Ok(()) };
-        let Some(t) = m.seq else {
+        let Some(seq) = seq else {
             self.deliver(ctx, protocol, m.kind, Bytes::copy_from_slice(m.payload));
             return Ok(());
         };
-        let seq = ch.expand(t);
         match ch.accept(seq, m.ordered) {
             Accept::Duplicate => Ok(()),
             Accept::OutOfWindow => Err(DropReason::ProtocolViolation),
@@ -485,7 +501,7 @@ impl Session {
         }
     }
 
-    fn on_reset(&mut self, ctx: &mut Ctx<'_>, int: u16, code: ResetCode) {
+    fn on_reset(&mut self, ctx: &mut Ctx<'_>, int: u16, code: ResetCode, seq: Option<u64>) {
         let Some(protocol) = self.out_by_int.get(&int).cloned() else { return };
         if code == ResetCode::UNKNOWN_PROTOCOL_INT {
             // The peer lost the mapping: send INIT again and retransmit.
@@ -503,29 +519,28 @@ impl Session {
             }
             return;
         }
-        // No handler: every message in flight on this channel fails; the channel starts
-        // afresh (with INIT) on the next send, in case a handler appears later.
-        let failed: Vec<u64> = self
+        // No handler: the refused message fails (an unreliable one has nothing to fail).
+        let Some(seq) = seq else { return };
+        let Some(key) = self
             .messages
             .iter()
-            .filter(|(_, m)| m.protocol == protocol && !matches!(m.kind, OutKind::Response(_) | OutKind::ErrorResponse(_)))
+            .find(|(_, m)| m.protocol == protocol && m.seq == Some(seq))
             .map(|(k, _)| *k)
-            .collect();
-        for k in failed {
-            if let Some(m) = self.messages.remove(&k) {
-                self.queued.remove(&k);
-                if let Some(ch) = self.out_channels.get_mut(&protocol) {
-                    if let Some(s) = m.seq {
-                        ch.acked(s);
-                    }
-                }
-                fail_message(ctx, &m, SendError::UnsupportedProtocol(protocol.to_string()));
-                if let OutKind::Request(rid) = m.kind {
-                    self.pending_requests.remove(&rid);
-                }
+        else {
+            return;
+        };
+        if let Some(m) = self.messages.remove(&key) {
+            if self.queued.remove(&key) {
+                self.queue.retain(|k| *k != key);
             }
+            if let Some(ch) = self.out_channels.get_mut(&protocol) {
+                ch.acked(seq);
+            }
+            if let OutKind::Request(rid) = m.kind {
+                self.pending_requests.remove(&rid);
+            }
+            fail_message(ctx, &m, SendError::UnsupportedProtocol(protocol.to_string()));
         }
-        self.queue.retain(|k| self.queued.contains(k));
     }
 
     fn on_sack(&mut self, now: Instant, ctx: &mut Ctx<'_>, sack: &Sack) {
@@ -710,8 +725,8 @@ impl Session {
         let mut sent =
             SentPacket { time: now, ack_eliciting: false, messages: Vec::new(), inits: Vec::new(), ping: false };
         while let Some(c) = self.control.front().cloned() {
-            let Control::Reset(int, code) = c;
-            let f = Frame::Reset { protocol_int: int, code };
+            let Control::Reset(int, code, seq) = c;
+            let f = Frame::Reset { protocol_int: int, code, seq };
             if f.encoded_len() > room(out) {
                 break;
             }

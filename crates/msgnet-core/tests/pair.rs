@@ -553,3 +553,26 @@ fn unreliable_only_channel_switches_to_continuation() {
     p.run_for(Duration::from_millis(100));
     assert_eq!(p.messages(Side::B).iter().filter(|m| &*m.protocol == U).count(), 2);
 }
+
+#[test]
+fn handler_removed_after_delivery_does_not_fail_delivered_messages() {
+    // B acknowledges nothing until its handler is gone (its packets are dropped), then A
+    // retransmits: the duplicates must be acknowledged, not answered with RESET.
+    let mut p = established();
+    p.run_for(Duration::from_millis(100));
+    p.drop = Box::new(|s, _, _| s == Side::B);
+    let mut ids = Vec::new();
+    for i in 0..20u8 {
+        let now = p.now;
+        ids.push(p.a.ep.send(now, p.b.peer, P, Bytes::from(vec![i]), SendOptions::default()).unwrap());
+    }
+    p.run_for(Duration::from_millis(50));
+    assert_eq!(p.messages(Side::B).len(), 21, "all delivered once");
+    p.b.ep.unregister_protocol(P);
+    p.drop = Box::new(|_, _, _| false);
+    assert!(p.run_until(Duration::from_secs(5), |p| ids.iter().all(|id| completion_of(&p.a, *id).is_some())));
+    for id in ids {
+        assert_eq!(completion_of(&p.a, id).unwrap(), Ok(()));
+    }
+    assert_eq!(p.messages(Side::B).len(), 21);
+}

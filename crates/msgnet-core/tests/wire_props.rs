@@ -14,7 +14,7 @@ enum Spec {
     Ping,
     Sack(Sack),
     Ack(u16),
-    Reset(u16, u8),
+    Reset(u16, u8, Option<u64>),
     Close(u64, String),
     Msg(Msg),
 }
@@ -37,7 +37,8 @@ impl Spec {
             Spec::Ping => Frame::Ping,
             Spec::Sack(s) => Frame::Sack(s.clone()),
             Spec::Ack(t) => Frame::Ack { transport_id: *t },
-            Spec::Reset(p, c) => Frame::Reset {
+            Spec::Reset(p, c, q) => Frame::Reset {
+                seq: *q,
                 protocol_int: *p,
                 code: ResetCode(*c),
             },
@@ -145,7 +146,7 @@ fn spec() -> impl Strategy<Value = Spec> {
         Just(Spec::Ping),
         sack().prop_map(Spec::Sack),
         any::<u16>().prop_map(Spec::Ack),
-        (any::<u16>(), any::<u8>()).prop_map(|(p, c)| Spec::Reset(p, c)),
+        (any::<u16>(), any::<u8>(), proptest::option::of(0u64..(1u64 << 62))).prop_map(|(p, c, q)| Spec::Reset(p, c, q)),
         (varint_value(), "\\PC{0,40}").prop_map(|(c, r)| Spec::Close(c, r)),
         msg().prop_map(Spec::Msg),
     ]

@@ -359,22 +359,25 @@ fn simple_frame_vectors() {
         Frame::Reset {
             protocol_int: 300,
             code: ResetCode::UNKNOWN_PROTOCOL_INT,
+            seq: None,
         },
-        "04 ac02 01",
+        "04 ac02 01 00",
     );
     frame_vector(
         Frame::Reset {
             protocol_int: 65535,
             code: ResetCode::NO_HANDLER,
+            seq: Some(299),
         },
-        "04 ffff03 00",
+        "04 ffff03 00 ac02",
     );
     frame_vector(
         Frame::Reset {
             protocol_int: 1,
             code: ResetCode(0x42),
+            seq: Some(0),
         },
-        "04 01 42",
+        "04 01 42 01",
     );
     frame_vector(
         Frame::Close {

@@ -187,6 +187,10 @@ pub enum Frame<'a> {
         protocol_int: u16,
         /// Why.
         code: ResetCode,
+        /// The full sequence number of the refused reliable message, so the sender fails
+        /// exactly that message (`None` for an unreliable one). Encoded as varint
+        /// `seq + 1`, with `0` for none.
+        seq: Option<u64>,
     },
     /// Closes the session.
     Close {
@@ -238,7 +242,9 @@ impl<'a> Frame<'a> {
             Frame::Ping => 1,
             Frame::Sack(sack) => sack.encoded_len(),
             Frame::Ack { .. } => 3,
-            Frame::Reset { protocol_int, .. } => 2 + varint_len(u64::from(*protocol_int)),
+            Frame::Reset { protocol_int, seq, .. } => {
+                2 + varint_len(u64::from(*protocol_int)) + varint_len(seq.map_or(0, |s| s.saturating_add(1)))
+            }
             Frame::Close { code, reason } => {
                 let reason = clip_reason(reason);
                 1 + varint_len(*code) + varint_len(reason.len() as u64) + reason.len()
@@ -264,10 +270,11 @@ impl<'a> Frame<'a> {
                 out.push(FrameType::ACK.0);
                 out.extend_from_slice(&transport_id.to_be_bytes());
             }
-            Frame::Reset { protocol_int, code } => {
+            Frame::Reset { protocol_int, code, seq } => {
                 out.push(FrameType::RESET.0);
                 write_varint(out, u64::from(*protocol_int));
                 out.push(code.0);
+                write_varint(out, seq.map_or(0, |s| s.saturating_add(1)));
             }
             Frame::Close { code, reason } => {
                 let reason = clip_reason(reason);
@@ -301,6 +308,7 @@ impl<'a> Frame<'a> {
             FrameType::RESET => Frame::Reset {
                 protocol_int: r.varint_max(u64::from(u16::MAX), "protocol int")? as u16,
                 code: ResetCode(r.u8()?),
+                seq: r.varint()?.checked_sub(1),
             },
             FrameType::CLOSE => {
                 let code = r.varint()?;

@@ -1,0 +1,327 @@
+//! `msgnet bench`: msgnet against raw UDP on loopback, in one run.
+//!
+//! (a) warm request/response round trip, 64-byte payloads: median and p99, ratio
+//!     msgnet/raw (target ≤ 1.3);
+//! (b) one-way 64-byte message rate counted at the receiver, msgnet `Unreliable` and
+//!     `Reliable` (many in flight) against a blocking `send_to` loop (target ≥ 0.8);
+//! (c) UDP payload bytes per 64-byte message beyond the 64 bytes, from the hosts'
+//!     `EndpointStats` (`tx_bytes` delta / messages) over the ping-pong of (a): every
+//!     request and every response travels alone in its packet (the datagrams per message
+//!     are printed to show it) and acknowledgements ride along; raw UDP is 0 by
+//!     definition (target ≤ 24). The same figure for an `Unreliable` ping-pong is
+//!     printed for information: nothing acknowledges an unreliable-only channel, so its
+//!     messages keep carrying the INIT with the protocol name.
+//!
+//! `--quick` shrinks every run so that the whole thing takes a few seconds (tests).
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use msgnet::{Bytes, Delivery};
+
+use crate::bench::pair::{Pair, WireCost};
+use crate::bench::{median_p99, raw, Rate, PAYLOAD};
+
+/// Arguments of `msgnet bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Small runs (a few seconds in all), for tests and smoke checks.
+    #[arg(long)]
+    quick: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Run sizes.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    warmup: usize,
+    round_trips: usize,
+    msgnet_messages: u64,
+    raw_messages: u64,
+    ping_pongs: u64,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                warmup: 50,
+                round_trips: 300,
+                msgnet_messages: 3_000,
+                raw_messages: 20_000,
+                ping_pongs: 100,
+            }
+        } else {
+            Self {
+                warmup: 2_000,
+                round_trips: 20_000,
+                msgnet_messages: 200_000,
+                raw_messages: 1_000_000,
+                ping_pongs: 2_000,
+            }
+        }
+    }
+}
+
+/// Everything measured.
+#[derive(Debug, Default)]
+struct Report {
+    rtt_msgnet: (Duration, Duration),
+    rtt_raw: (Duration, Duration),
+    rate_unreliable: Rate,
+    rate_reliable: Rate,
+    rate_raw: Rate,
+    wire_pingpong: WireCost,
+    wire_request: WireCost,
+}
+
+/// Run the benchmark and print the results.
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let sizes = Sizes::new(args.quick);
+    let machine = Machine::probe();
+    let mut r = Report::default();
+    let mut pair = Pair::new().await?;
+
+    // (a) round trips, msgnet then raw, each warmed up first.
+    pair.round_trips(sizes.warmup)
+        .await
+        .context("msgnet warm-up")?;
+    let (s0, c0) = pair.stats().await;
+    let mut samples = pair
+        .round_trips(sizes.round_trips)
+        .await
+        .context("msgnet round trips")?;
+    let (s1, c1) = pair.stats().await;
+    r.rtt_msgnet = median_p99(&mut samples);
+    r.wire_request = WireCost::between((&s0, &c0), (&s1, &c1), 2 * sizes.round_trips as u64);
+
+    let server = raw::EchoServer::spawn().await?;
+    let mut client = raw::EchoClient::connect(server.addr()).await?;
+    raw::round_trips(&mut client, sizes.warmup).await?;
+    let mut samples = raw::round_trips(&mut client, sizes.round_trips).await?;
+    r.rtt_raw = median_p99(&mut samples);
+    drop((client, server));
+
+    // (b) one-way rates.
+    r.rate_unreliable = pair
+        .one_way(sizes.msgnet_messages, Delivery::Unreliable)
+        .await;
+    r.rate_reliable = pair
+        .one_way(sizes.msgnet_messages, Delivery::Reliable)
+        .await;
+    let raw_n = sizes.raw_messages;
+    r.rate_raw = tokio::task::spawn_blocking(move || raw::one_way(raw_n))
+        .await
+        .context("raw sender")??;
+
+    // (c) bytes on the wire.
+    r.wire_pingpong = pair.wire_cost(sizes.ping_pongs).await?;
+    // Let the last pong arrive before closing (not counted either way).
+    let _ = pair.round_trip(Bytes::from_static(b"bye")).await;
+    pair.close().await;
+
+    let text = if args.json {
+        json(&r, &sizes, &machine, args.quick)
+    } else {
+        table(&r, &sizes, &machine, args.quick)
+    };
+    crate::output::println_flush(text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the benchmark ran.
+struct Machine {
+    cores: usize,
+    cpu: String,
+    date: String,
+}
+
+impl Machine {
+    fn probe() -> Self {
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "unknown date".into());
+        Self { cores, cpu, date }
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+fn table(r: &Report, s: &Sizes, m: &Machine, quick: bool) -> String {
+    let mut t = String::new();
+    let mode = if quick {
+        " --quick (small runs, figures indicative only)"
+    } else {
+        ""
+    };
+    let _ = writeln!(t, "msgnet bench{mode}");
+    let _ = writeln!(t, "machine: {} cores (nproc), {}", m.cores, m.cpu);
+    let _ = writeln!(t, "date:    {}", m.date);
+    let _ = writeln!(t, "loopback 127.0.0.1, {PAYLOAD}-byte payloads\n");
+    let _ = writeln!(
+        t,
+        "{:<44} {:>12} {:>12} {:>7} {:>8}  ",
+        "", "msgnet", "raw UDP", "ratio", "target"
+    );
+
+    let rtt_ratio = ratio(us(r.rtt_msgnet.0), us(r.rtt_raw.0));
+    let _ = writeln!(
+        t,
+        "{:<44} {:>9.1} µs {:>9.1} µs {:>7.2} {:>8}  {}",
+        format!("(a) round trip, median ({} warm)", s.round_trips),
+        us(r.rtt_msgnet.0),
+        us(r.rtt_raw.0),
+        rtt_ratio,
+        "≤ 1.30",
+        verdict(rtt_ratio <= 1.3)
+    );
+    let _ = writeln!(
+        t,
+        "{:<44} {:>9.1} µs {:>9.1} µs {:>7.2}",
+        "    round trip, p99",
+        us(r.rtt_msgnet.1),
+        us(r.rtt_raw.1),
+        ratio(us(r.rtt_msgnet.1), us(r.rtt_raw.1))
+    );
+    for (name, rate) in [
+        ("unreliable", &r.rate_unreliable),
+        ("reliable", &r.rate_reliable),
+    ] {
+        let q = ratio(rate.per_sec(), r.rate_raw.per_sec());
+        let _ = writeln!(
+            t,
+            "{:<44} {:>7.0} k/s {:>7.0} k/s {:>7.2} {:>8}  {}",
+            format!("(b) one-way rate at receiver, {name}"),
+            rate.per_sec() / 1e3,
+            r.rate_raw.per_sec() / 1e3,
+            q,
+            "≥ 0.80",
+            verdict(q >= 0.8)
+        );
+    }
+    let oh = r.wire_request.overhead(PAYLOAD);
+    let _ = writeln!(
+        t,
+        "{:<44} {:>10.1} B {:>10} B {:>7} {:>8}  {}",
+        "(c) wire bytes per message beyond payload",
+        oh,
+        0,
+        "",
+        "≤ 24",
+        verdict(oh <= 24.0)
+    );
+    let _ = writeln!(
+        t,
+        "{:<44} {:>10.1} B {:>10} B",
+        "    same, unreliable ping-pong",
+        r.wire_pingpong.overhead(PAYLOAD),
+        0
+    );
+    let _ = writeln!(t);
+    let _ = writeln!(
+        t,
+        "rates: msgnet unreliable {}/{} received ({:.1}% lost), reliable {}/{}, raw {}/{} ({:.1}% lost)",
+        r.rate_unreliable.received,
+        r.rate_unreliable.sent,
+        100.0 * r.rate_unreliable.loss(),
+        r.rate_reliable.received,
+        r.rate_reliable.sent,
+        r.rate_raw.received,
+        r.rate_raw.sent,
+        100.0 * r.rate_raw.loss()
+    );
+    let _ = writeln!(
+        t,
+        "wire:  request/response {} messages in {} datagrams ({:.2}/msg); unreliable ping-pong {} messages in {} datagrams ({:.2}/msg)",
+        r.wire_request.messages,
+        r.wire_request.datagrams,
+        r.wire_request.datagrams_per_message(),
+        r.wire_pingpong.messages,
+        r.wire_pingpong.datagrams,
+        r.wire_pingpong.datagrams_per_message()
+    );
+    let _ = writeln!(t, "(wire bytes are UDP payload bytes; IP and UDP headers, 28 bytes over IPv4, come on top for both)");
+    t
+}
+
+fn json(r: &Report, s: &Sizes, m: &Machine, quick: bool) -> String {
+    let rate = |x: &Rate| {
+        format!(
+            "{{\"sent\":{},\"received\":{},\"elapsed_s\":{:.6},\"per_sec\":{:.1}}}",
+            x.sent,
+            x.received,
+            x.elapsed.as_secs_f64(),
+            x.per_sec()
+        )
+    };
+    let cpu = m.cpu.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        concat!(
+            "{{\"quick\":{},\"cores\":{},\"cpu\":\"{}\",\"date\":\"{}\",\"payload\":{},",
+            "\"round_trip\":{{\"samples\":{},\"msgnet_median_us\":{:.3},\"msgnet_p99_us\":{:.3},",
+            "\"raw_median_us\":{:.3},\"raw_p99_us\":{:.3},\"ratio_median\":{:.4}}},",
+            "\"one_way\":{{\"msgnet_unreliable\":{},\"msgnet_reliable\":{},\"raw\":{},",
+            "\"ratio_unreliable\":{:.4},\"ratio_reliable\":{:.4}}},",
+            "\"wire\":{{\"overhead_bytes\":{:.2},\"datagrams_per_message\":{:.3},",
+            "\"unreliable_overhead_bytes\":{:.2},\"raw_overhead_bytes\":0}}}}"
+        ),
+        quick,
+        m.cores,
+        cpu,
+        m.date,
+        PAYLOAD,
+        s.round_trips,
+        us(r.rtt_msgnet.0),
+        us(r.rtt_msgnet.1),
+        us(r.rtt_raw.0),
+        us(r.rtt_raw.1),
+        ratio(us(r.rtt_msgnet.0), us(r.rtt_raw.0)),
+        rate(&r.rate_unreliable),
+        rate(&r.rate_reliable),
+        rate(&r.rate_raw),
+        ratio(r.rate_unreliable.per_sec(), r.rate_raw.per_sec()),
+        ratio(r.rate_reliable.per_sec(), r.rate_raw.per_sec()),
+        r.wire_request.overhead(PAYLOAD),
+        r.wire_request.datagrams_per_message(),
+        r.wire_pingpong.overhead(PAYLOAD),
+    )
+}

@@ -1,0 +1,417 @@
+//! `msgnet demo`: four nodes in one process (alice, bob, carol, dave on 127.0.0.1),
+//! walking through what msgnet does, in short sections.
+//!
+//! The demo is a list of [`Section`]s run in order over one [`Demo`]; a new feature adds
+//! a section function and one line to [`SECTIONS`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use msgnet::{Host, Multiaddr, PeerId, SendError};
+use tokio::sync::mpsc;
+
+use crate::output::dialable;
+
+/// `println!` that ignores a closed stdout (`msgnet demo | head` must not panic).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// Arguments of `msgnet demo` (none yet).
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+/// Replies to a request with a greeting naming both sides.
+const HELLO: &str = "/demo/hello/1.0.0";
+/// A message passed on around the ring, each node appending its name.
+const RING: &str = "/demo/ring/1.0.0";
+/// Messages counted by the receiver.
+const COUNT: &str = "/demo/count/1.0.0";
+/// Nobody handles this one.
+const NOPE: &str = "/demo/nope/1.0.0";
+/// Timeout of every request in the demo.
+const TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages each node sends to its successor in the ring burst.
+const BURST: usize = 250;
+
+/// One node of the demo.
+pub struct Node {
+    /// Its name.
+    pub name: &'static str,
+    /// Its host.
+    pub host: Host,
+    /// Its dialable address, with `/p2p/<id>`.
+    pub addr: Multiaddr,
+    /// Messages received on [`COUNT`].
+    pub counted: Arc<AtomicU64>,
+}
+
+/// The demo's state, shared by all sections.
+pub struct Demo {
+    /// alice, bob, carol, dave.
+    pub nodes: Vec<Node>,
+    /// Trails of ring messages that came back to their origin.
+    ring_done: mpsc::Receiver<String>,
+}
+
+/// What a section function returns.
+pub type SectionFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + 'a>>;
+
+/// One section of the demo: a title and the code that prints it.
+pub struct Section {
+    /// Printed as the section header.
+    pub title: &'static str,
+    /// Runs the section.
+    pub run: for<'a> fn(&'a mut Demo) -> SectionFuture<'a>,
+}
+
+/// The sections, in order.
+pub const SECTIONS: &[Section] = &[
+    Section {
+        title: "identities and addresses",
+        run: identities,
+    },
+    Section {
+        title: "a cold request: alice -> bob, one round trip",
+        run: cold_request,
+    },
+    Section {
+        title: "messages around the ring",
+        run: ring,
+    },
+    Section {
+        title: "request fan-out: alice -> everyone",
+        run: fan_out,
+    },
+    Section {
+        title: "a protocol nobody handles",
+        run: unsupported,
+    },
+    Section {
+        title: "stats per node",
+        run: stats,
+    },
+];
+
+/// Start the nodes, run every section, close the nodes.
+pub async fn run(_args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let mut demo = Demo::start().await?;
+    for (i, section) in SECTIONS.iter().enumerate() {
+        say!("\n== {}. {} ==", i + 1, section.title);
+        (section.run)(&mut demo)
+            .await
+            .with_context(|| format!("section {:?}", section.title))?;
+    }
+    for node in &demo.nodes {
+        node.host.close().await;
+    }
+    say!(
+        "\ndemo done in {:.0} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+impl Demo {
+    /// Start four hosts on 127.0.0.1, teach each the others' addresses, register the
+    /// demo's handlers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for name in ["alice", "bob", "carol", "dave"] {
+            let host = Host::builder(msgnet::Keypair::generate_ed25519())
+                .listen("/ip4/127.0.0.1/udp/0".parse().context("address")?)
+                .build()
+                .await?;
+            let listen = host
+                .listen_addrs()
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("{name} has no address"))?;
+            let addr = dialable(&listen, host.local_peer_id());
+            nodes.push(Node {
+                name,
+                host,
+                addr,
+                counted: Arc::default(),
+            });
+        }
+        for a in &nodes {
+            for b in &nodes {
+                if a.name != b.name {
+                    let (peer, addr) = Host::dial_info(&b.addr)?;
+                    a.host.add_address(peer, addr)?;
+                }
+            }
+        }
+        let names: Arc<HashMap<PeerId, &'static str>> = Arc::new(
+            nodes
+                .iter()
+                .map(|n| (n.host.local_peer_id(), n.name))
+                .collect(),
+        );
+        let (done_tx, ring_done) = mpsc::channel(16);
+        for (i, node) in nodes.iter().enumerate() {
+            let next = nodes[(i + 1) % nodes.len()].host.local_peer_id();
+            spawn_handlers(node, next, names.clone(), done_tx.clone())?;
+        }
+        Ok(Self { nodes, ring_done })
+    }
+
+    fn node(&self, name: &str) -> &Node {
+        self.nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or(&self.nodes[0])
+    }
+}
+
+/// The handlers of one node: HELLO answers, RING passes on to `next`, COUNT counts.
+fn spawn_handlers(
+    node: &Node,
+    next: PeerId,
+    names: Arc<HashMap<PeerId, &'static str>>,
+    done: mpsc::Sender<String>,
+) -> anyhow::Result<()> {
+    let me = node.name;
+    let name = move |p: &PeerId| names.get(p).copied().unwrap_or("stranger");
+
+    let mut hello = node.host.handle(HELLO)?;
+    let n = name.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = hello.recv().await {
+            let reply = format!("hello {}, {me} here", n(&msg.peer));
+            let _ = msg.respond(reply);
+        }
+    });
+
+    let mut ring = node.host.handle(RING)?;
+    let host = node.host.clone();
+    tokio::spawn(async move {
+        while let Some(msg) = ring.recv().await {
+            let trail = format!("{} -> {me}", String::from_utf8_lossy(&msg.payload));
+            say!(
+                "  {me:<5} got it from {:<5}  trail: {trail}",
+                name(&msg.peer)
+            );
+            if trail.starts_with(me) {
+                let _ = done.send(trail).await;
+            } else if let Err(e) = host.send(next, RING, trail).await {
+                say!("  {me:<5} could not pass it on: {e}");
+            }
+        }
+    });
+
+    let mut count = node.host.handle(COUNT)?;
+    let counted = node.counted.clone();
+    tokio::spawn(async move {
+        while count.recv().await.is_some() {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    Ok(())
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1e3)
+}
+
+fn identities(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        for n in &d.nodes {
+            say!("  {:<5} {}", n.name, n.addr);
+        }
+        say!("  each node knows the others' addresses; no session exists yet");
+        Ok(())
+    })
+}
+
+fn cold_request(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        let (alice, bob) = (&d.node("alice").host, d.node("bob").host.local_peer_id());
+        let start = Instant::now();
+        let reply = alice.request(bob, HELLO, "hi bob", TIMEOUT).await?;
+        let cold = start.elapsed();
+        say!("  alice asks bob on {HELLO} (no session yet)");
+        say!(
+            "  reply {:?} after {}, handshake included",
+            String::from_utf8_lossy(&reply),
+            ms(cold)
+        );
+        for s in alice.sessions(bob).await {
+            let srtt = s.srtt.map(ms).unwrap_or_else(|| "n/a".into());
+            say!(
+                "  session {:?}: {} handshake, alice {}, remote {}, srtt {srtt}",
+                s.id,
+                s.pattern,
+                if s.initiator {
+                    "initiated"
+                } else {
+                    "responded"
+                },
+                s.remote
+            );
+        }
+        let start = Instant::now();
+        alice.request(bob, HELLO, "again", TIMEOUT).await?;
+        say!(
+            "  the same request on the warm session: {}",
+            ms(start.elapsed())
+        );
+        Ok(())
+    })
+}
+
+fn ring(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        let alice = &d.node("alice").host;
+        let bob = d.node("bob").host.local_peer_id();
+        let start = Instant::now();
+        alice.send(bob, RING, "alice").await?;
+        let trail = tokio::time::timeout(TIMEOUT, d.ring_done.recv())
+            .await
+            .map_err(|_| anyhow!("the ring message did not come back"))?
+            .ok_or_else(|| anyhow!("ring handler gone"))?;
+        say!(
+            "  one lap, {} hops, back at alice in {}: {trail}",
+            d.nodes.len(),
+            ms(start.elapsed())
+        );
+
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, node) in d.nodes.iter().enumerate() {
+            let next = d.nodes[(i + 1) % d.nodes.len()].host.local_peer_id();
+            for k in 0..BURST {
+                let host = node.host.clone();
+                tasks.spawn(async move { host.send(next, COUNT, format!("message {k}")).await });
+            }
+        }
+        let mut failed = 0;
+        while let Some(r) = tasks.join_next().await {
+            if !matches!(r, Ok(Ok(()))) {
+                failed += 1;
+            }
+        }
+        let total = BURST * d.nodes.len();
+        say!(
+            "  then {BURST} reliable messages from every node to the next at once: {} of {total} acknowledged in {}",
+            total - failed,
+            ms(start.elapsed())
+        );
+        let counts: Vec<String> = d
+            .nodes
+            .iter()
+            .map(|n| format!("{} {}", n.name, n.counted.load(Ordering::Relaxed)))
+            .collect();
+        say!("  received: {}", counts.join(", "));
+        Ok(())
+    })
+}
+
+fn fan_out(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        let alice = d.node("alice").host.clone();
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for node in d.nodes.iter().filter(|n| n.name != "alice") {
+            let (alice, peer, name) = (alice.clone(), node.host.local_peer_id(), node.name);
+            let warm = !alice.sessions(peer).await.is_empty();
+            tasks.spawn(async move {
+                let t = Instant::now();
+                let r = alice.request(peer, HELLO, "hello everyone", TIMEOUT).await;
+                (name, warm, r, t.elapsed())
+            });
+        }
+        let mut replies = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            replies.push(joined?);
+        }
+        replies.sort_by_key(|r| r.0);
+        for (name, warm, r, t) in replies {
+            let session = if warm { "warm" } else { "cold" };
+            match r {
+                Ok(reply) => say!(
+                    "  {name:<5} ({session}) {:?} in {}",
+                    String::from_utf8_lossy(&reply),
+                    ms(t)
+                ),
+                Err(e) => say!("  {name:<5} ({session}) failed: {e}"),
+            }
+        }
+        say!(
+            "  all three answered in {} (requests in parallel)",
+            ms(start.elapsed())
+        );
+        Ok(())
+    })
+}
+
+fn unsupported(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        let alice = &d.node("alice").host;
+        let bob = d.node("bob").host.local_peer_id();
+        let start = Instant::now();
+        match alice.send(bob, NOPE, "anyone?").await {
+            Err(e @ SendError::UnsupportedProtocol(_)) => {
+                say!(
+                    "  alice.send(bob, {NOPE:?}) -> Err({e:?}) after {}",
+                    ms(start.elapsed())
+                );
+                say!("  error message: {e}");
+            }
+            Err(e) => return Err(anyhow!("expected UnsupportedProtocol, got {e:?}")),
+            Ok(()) => return Err(anyhow!("a send on an unhandled protocol succeeded")),
+        }
+        Ok(())
+    })
+}
+
+fn stats(d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        say!(
+            "  {:<5} {:>7} {:>9} {:>7} {:>9} {:>9} {:>10} {:>7}  drops",
+            "node",
+            "rx pkts",
+            "rx bytes",
+            "tx pkts",
+            "tx bytes",
+            "delivered",
+            "handshakes",
+            "retrans"
+        );
+        for n in &d.nodes {
+            let s = n.host.stats().await;
+            let drops: Vec<String> = s
+                .drops()
+                .map(|(reason, count)| format!("{reason} {count}"))
+                .collect();
+            say!(
+                "  {:<5} {:>7} {:>9} {:>7} {:>9} {:>9} {:>10} {:>7}  {}",
+                n.name,
+                s.rx_datagrams,
+                s.rx_bytes,
+                s.tx_datagrams,
+                s.tx_bytes,
+                s.messages_delivered,
+                s.handshakes_completed,
+                s.retransmissions,
+                if drops.is_empty() {
+                    "none".to_string()
+                } else {
+                    drops.join(", ")
+                }
+            );
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,126 @@
+//! `msgnet listen`: print dialable addresses, then one line per received message.
+//!
+//! Output, line by line and flushed per line:
+//!
+//! 1. each listen address with `/p2p/<id>` appended (an unspecified IP printed as
+//!    loopback, so that the FIRST line is dialable on this machine);
+//! 2. then `<peer id> <protocol> <payload>` for every message and request received,
+//!    payload as text when printable UTF-8, else `0x<hex>`.
+//!
+//! The Host registers handlers per protocol, so `listen` handles the default set
+//! ([`DEFAULT_PROTOCOLS`]) plus every `--protocol`. Requests on
+//! [`PING_PROTOCOL`] are answered with their own payload and not printed; with `--echo`
+//! every request is answered that way; otherwise other requests fail with code 1.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use msgnet::{Host, IncomingMessage, Multiaddr};
+use tokio::sync::mpsc;
+
+use super::{KeyArg, DEFAULT_PROTOCOLS, PING_PROTOCOL};
+use crate::output;
+
+/// Arguments of `msgnet listen`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address to listen on (repeatable). Default `/ip4/0.0.0.0/udp/0`.
+    #[arg(long = "listen", short = 'l', value_name = "MULTIADDR")]
+    listen: Vec<Multiaddr>,
+    /// Also handle this protocol (repeatable), besides /echo/1.0.0, /chat/1.0.0 and
+    /// /msgnet/ping/1.0.0.
+    #[arg(long = "protocol", short = 'p', value_name = "PROTOCOL")]
+    protocols: Vec<String>,
+    /// Answer every request with its own payload.
+    #[arg(long)]
+    echo: bool,
+    #[command(flatten)]
+    key: KeyArg,
+}
+
+/// Run until Ctrl-C (or until stdout is closed).
+pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let keypair = args.key.keypair()?;
+    let mut builder = Host::builder(keypair);
+    let listen = if args.listen.is_empty() {
+        vec!["/ip4/0.0.0.0/udp/0"
+            .parse::<Multiaddr>()
+            .context("default listen address")?]
+    } else {
+        args.listen.clone()
+    };
+    for addr in listen {
+        builder = builder.listen(addr);
+    }
+    let host = builder.build().await?;
+    let (tx, mut rx) = mpsc::channel::<IncomingMessage>(1024);
+    let mut protocols: Vec<String> = DEFAULT_PROTOCOLS.iter().map(|p| p.to_string()).collect();
+    for p in args.protocols {
+        if !protocols.contains(&p) {
+            protocols.push(p);
+        }
+    }
+    for protocol in &protocols {
+        let mut incoming = host
+            .handle(protocol)
+            .with_context(|| format!("handle {protocol}"))?;
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = incoming.recv().await {
+                if tx.send(msg).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+
+    // Print the addresses only now that every handler exists: a peer that reads them
+    // and sends at once must not find the protocol unhandled.
+    let me = host.local_peer_id();
+    for addr in host.listen_addrs() {
+        output::println_flush(&output::dialable(&addr, me).to_string())?;
+    }
+
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let result = loop {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => if let Err(e) = on_message(msg, args.echo) { break Err(e) },
+                None => break Ok(()),
+            },
+            _ = &mut ctrl_c => break Ok(()),
+        }
+    };
+    host.close().await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        // The reader of our stdout went away: that is how a pipeline ends, not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Print one message and answer it if it is a request.
+fn on_message(msg: IncomingMessage, echo: bool) -> std::io::Result<()> {
+    let is_ping = msg.protocol == PING_PROTOCOL;
+    if !is_ping {
+        output::println_flush(&format!(
+            "{} {} {}",
+            msg.peer,
+            msg.protocol,
+            output::payload(&msg.payload)
+        ))?;
+    }
+    if msg.is_request() {
+        // A failed answer means the requester is gone; nothing to do about it here.
+        let _ = if is_ping || echo {
+            let payload = msg.payload.clone();
+            msg.respond(payload)
+        } else {
+            msg.fail(1, "msgnet listen answers requests only with --echo")
+        };
+    }
+    Ok(())
+}

@@ -1,0 +1,214 @@
+//! End-to-end tests of the `msgnet` binary: each spawns the built binary and reads what
+//! it prints. Child processes are killed when their guard drops, even on panic.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running child whose stdout lines arrive on a channel; killed on drop.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn msgnet");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next stdout line.
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(WAIT)
+            .expect("a line from the child in time")
+    }
+
+    /// Read lines until one satisfies `want`; panics after WAIT.
+    fn wait_for(&self, want: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("expected line not printed; saw {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `msgnet listen` on loopback; returns it and its dialable address (first line).
+fn listen(extra: &[&str]) -> (Running, String) {
+    let mut args = vec!["listen", "--listen", "/ip4/127.0.0.1/udp/0"];
+    args.extend_from_slice(extra);
+    let l = Running::spawn(&args);
+    let addr = l.line();
+    assert!(
+        addr.starts_with("/ip4/127.0.0.1/udp/") && addr.contains("/p2p/"),
+        "first line: {addr}"
+    );
+    (l, addr)
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run msgnet")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh key file path under cargo's per-target temp dir.
+fn key_path(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("msgnet-cli-{}-{tag}-{n}.key", std::process::id()));
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+#[test]
+fn id_is_stable_with_a_key_file() {
+    let key = key_path("id");
+    let key = key.to_str().unwrap();
+    let a = run(&["id", "--key", key]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let id = stdout(&a).trim().to_string();
+    assert!(id.starts_with("12D3KooW"), "an ed25519 peer id: {id}");
+    let b = run(&["id", "--key", key]);
+    assert_eq!(stdout(&b).trim(), id);
+    let fresh = run(&["id"]);
+    assert!(fresh.status.success());
+    assert_ne!(stdout(&fresh).trim(), id, "without --key, a fresh identity");
+}
+
+#[test]
+fn listen_prints_what_send_sends() {
+    let (l, addr) = listen(&[]);
+    let key = key_path("send");
+    let key = key.to_str().unwrap();
+    let sender = stdout(&run(&["id", "--key", key])).trim().to_string();
+    let out = run(&["send", &addr, "/chat/1.0.0", "hello there", "--key", key]);
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    let expected = format!("{sender} /chat/1.0.0 hello there");
+    l.wait_for(|line| line == expected);
+}
+
+#[test]
+fn request_to_echo_prints_the_reply() {
+    let (l, addr) = listen(&["--echo", "--protocol", "/test/echo/1"]);
+    let out = run(&["send", &addr, "/test/echo/1", "ping me back", "--request"]);
+    assert!(
+        out.status.success(),
+        "send --request failed: {}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out).trim(), "ping me back");
+    l.wait_for(|line| line.ends_with(" /test/echo/1 ping me back"));
+}
+
+#[test]
+fn unhandled_protocol_fails_with_one_error_line() {
+    let (_l, addr) = listen(&[]);
+    let out = run(&["send", &addr, "/x/1", "anyone?"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(err.starts_with("error: "), "{err:?}");
+    assert!(err.contains("/x/1"), "{err:?}");
+}
+
+#[test]
+fn ping_three_times() {
+    let (_l, addr) = listen(&[]);
+    let out = run(&["ping", &addr, "-c", "3", "--interval", "50"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "ping failed: {text}{}", stderr(&out));
+    for seq in 1..=3 {
+        assert!(text.contains(&format!("seq={seq} time=")), "{text}");
+    }
+    assert!(text.contains("32 bytes from "), "{text}");
+    assert!(
+        text.contains("3 sent, 3 received, 0% loss, rtt min/avg/max = "),
+        "{text}"
+    );
+}
+
+#[test]
+fn demo_runs_its_sections() {
+    let out = run(&["demo"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "demo failed: {text}{}", stderr(&out));
+    for section in msgnet_cli::cmd::demo::SECTIONS {
+        assert!(
+            text.contains(section.title),
+            "section {:?} missing:\n{text}",
+            section.title
+        );
+    }
+    assert!(text.contains("UnsupportedProtocol"), "{text}");
+}
+
+#[test]
+fn bench_quick_prints_ratios() {
+    let out = run(&["bench", "--quick"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "bench failed: {text}{}", stderr(&out));
+    assert!(text.contains("round trip, median"), "{text}");
+    assert!(text.contains("one-way rate"), "{text}");
+    assert!(text.contains("wire bytes per message"), "{text}");
+    assert!(text.contains("ratio"), "{text}");
+    let json = run(&["bench", "--quick", "--json"]);
+    assert!(
+        json.status.success(),
+        "bench --json failed: {}",
+        stderr(&json)
+    );
+    let j = stdout(&json);
+    assert!(
+        j.trim_start().starts_with('{') && j.contains("\"ratio_median\""),
+        "{j}"
+    );
+}

@@ -1,0 +1,70 @@
+//! The messages from handles to the driver: [`Cmd`] (sends and requests, on a bounded
+//! channel) and [`Ctl`] (everything else, on an unbounded one; see the driver's docs for
+//! why each is bounded). Plain data; owns nothing else.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use libp2p_identity::PeerId;
+use msgnet_core::{EndpointStats, InboundRequest, SendError, SendOptions, SessionInfo};
+use tokio::sync::oneshot;
+
+/// A send or request from a host handle.
+pub(crate) enum Cmd {
+    Send {
+        peer: PeerId,
+        protocol: String,
+        payload: Bytes,
+        opts: SendOptions,
+        reply: oneshot::Sender<Result<(), SendError>>,
+    },
+    Request {
+        peer: PeerId,
+        protocol: String,
+        payload: Bytes,
+        opts: SendOptions,
+        /// Chosen by the handle, to cancel the request on timeout.
+        token: u64,
+        reply: oneshot::Sender<Result<Bytes, SendError>>,
+    },
+}
+
+impl Cmd {
+    pub(crate) fn peer(&self) -> PeerId {
+        match self {
+            Cmd::Send { peer, .. } | Cmd::Request { peer, .. } => *peer,
+        }
+    }
+
+    /// Whether the caller stopped waiting (dropped its future).
+    pub(crate) fn abandoned(&self) -> bool {
+        match self {
+            Cmd::Send { reply, .. } => reply.is_closed(),
+            Cmd::Request { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    pub(crate) fn fail(self, error: SendError) {
+        match self {
+            Cmd::Send { reply, .. } => drop(reply.send(Err(error))),
+            Cmd::Request { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// Everything else from handles, `Incoming`s and `IncomingMessage`s.
+pub(crate) enum Ctl {
+    Register { protocol: String },
+    Unregister { protocol: String },
+    Respond { request: InboundRequest, result: Result<Bytes, (u8, String)> },
+    Cancel { token: u64 },
+    AddAddress { peer: PeerId, addr: SocketAddr },
+    Peers { reply: oneshot::Sender<Vec<PeerId>> },
+    Sessions { peer: PeerId, reply: oneshot::Sender<Vec<SessionInfo>> },
+    ClosePeer { peer: PeerId, reply: oneshot::Sender<()> },
+    Stats { reply: oneshot::Sender<EndpointStats> },
+    Close { reply: oneshot::Sender<()> },
+    /// The last host handle was dropped.
+    Shutdown,
+}
+

@@ -1,0 +1,568 @@
+//! The driver: one tokio task per [`Host`](crate::Host) that owns the sans-IO
+//! [`Endpoint`] and the UDP socket(s), in quinn's model.
+//!
+//! The task loops over four inputs with `tokio::select!`: socket readability (up to
+//! [`RECV_BATCH`] datagrams per wakeup, each fed to [`Endpoint::handle_datagram`]), control
+//! messages from handles, send/request commands from handles, and the endpoint's timer
+//! ([`Endpoint::poll_timeout`] → [`Endpoint::handle_timeout`]). After every input it drains
+//! [`Endpoint::poll_transmit`] to the socket and [`Endpoint::poll_event`] to the waiting
+//! futures, handler queues and event subscribers, following the core's call order.
+//!
+//! It owns: the endpoint, the sockets, the maps from [`MessageId`] to the oneshot of the
+//! waiting `send`/`request`, and the backlog of commands the endpoint refused with
+//! [`SendError::Backpressure`]. It may call only the endpoint, the sockets, and the
+//! channels it was built with.
+//!
+//! ## Two channels
+//!
+//! - **Commands** (`send`, `request`) travel on a bounded channel of
+//!   [`COMMAND_QUEUE`](crate::host::COMMAND_QUEUE) entries. A send the endpoint refuses with
+//!   `Backpressure` waits in the driver's backlog and is retried after the next completion
+//!   (or timer); while the backlog holds as many entries as the channel, the driver stops
+//!   reading the channel, so `send` callers wait: memory stays bounded.
+//! - **Control** (register/unregister, respond, cancel, add address, queries, close) travels
+//!   on an unbounded channel because it is issued from synchronous code (`Drop`, `handle`,
+//!   `respond`). Each control message answers an earlier delivered message or a user call
+//!   that awaits its reply, so its length is bounded by what the driver itself produced.
+//!   Control is handled before any command issued after it (`add_address` then `send`
+//!   works without a race).
+//!
+//! ## Slow handlers
+//!
+//! A message for a handler whose bounded queue is full makes the driver *wait* until the
+//! handler takes one (still serving control messages, so responses, queries and `close`
+//! proceed). Meanwhile no datagram is read: the kernel's receive buffer fills, packets are
+//! dropped there and the senders retransmit under congestion control. A slow handler thus
+//! backpressures every peer of this host instead of growing a queue without bound. Handlers
+//! that must not stall the host should hand work to their own tasks promptly.
+//!
+//! ## Sockets
+//!
+//! One UDP socket per address family (IPv4 and/or IPv6, the IPv6 one `IPV6_V6ONLY`), both
+//! feeding the one endpoint; a datagram goes out of the socket of its destination's family.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use libp2p_identity::{Keypair, PeerId};
+use msgnet_core::{Endpoint, EndpointConfig, Event, MessageId, SendError};
+use tokio::net::UdpSocket;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tracing::{debug, trace};
+
+pub(crate) use crate::command::{Cmd, Ctl};
+use crate::host::{HostEvent, COMMAND_QUEUE};
+use crate::incoming::{IncomingMessage, Registry};
+use crate::socket_to_multiaddr;
+
+/// Most datagrams read per socket wakeup before the driver looks at its other inputs.
+pub(crate) const RECV_BATCH: usize = 64;
+/// Receive buffer: the largest UDP payload.
+const RECV_BUF: usize = 65_536;
+/// Socket buffer sizes requested from the kernel (best effort).
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Why the loop ends.
+enum Stop {
+    Close(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// Binds a non-blocking UDP socket (IPv6 sockets are v6-only) with large kernel buffers.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // Best effort: the kernel may cap these; small buffers only cost retransmissions.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// The state of one host's driver task.
+pub(crate) struct Driver {
+    endpoint: Endpoint,
+    sockets: Vec<UdpSocket>,
+    /// `is_ipv4()` of each socket's local address, to pick a socket per destination.
+    socket_v4: Vec<bool>,
+    cmd_rx: mpsc::Receiver<Cmd>,
+    ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+    /// Handed to every delivered request so that it can be answered.
+    ctl_tx: mpsc::UnboundedSender<Ctl>,
+    registry: Arc<Registry>,
+    events: broadcast::Sender<HostEvent>,
+    closed: Arc<AtomicBool>,
+    rx_buf: Vec<u8>,
+    tx_buf: Vec<u8>,
+    sends: HashMap<MessageId, oneshot::Sender<Result<(), SendError>>>,
+    requests: HashMap<MessageId, (u64, oneshot::Sender<Result<Bytes, SendError>>)>,
+    tokens: HashMap<u64, MessageId>,
+    /// Commands refused with `Backpressure`, in arrival order.
+    backlog: VecDeque<Cmd>,
+    /// Backlog entries per peer: a peer with entries queues new commands behind them.
+    backlog_peers: HashMap<PeerId, usize>,
+}
+
+impl Driver {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: EndpointConfig,
+        keypair: &Keypair,
+        sockets: Vec<UdpSocket>,
+        cmd_rx: mpsc::Receiver<Cmd>,
+        ctl_rx: mpsc::UnboundedReceiver<Ctl>,
+        ctl_tx: mpsc::UnboundedSender<Ctl>,
+        registry: Arc<Registry>,
+        events: broadcast::Sender<HostEvent>,
+        closed: Arc<AtomicBool>,
+    ) -> Self {
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let endpoint = Endpoint::new(config, keypair, Instant::now(), unix_now);
+        let socket_v4 =
+            sockets.iter().map(|s| s.local_addr().map(|a| a.is_ipv4()).unwrap_or(true)).collect();
+        Self {
+            endpoint,
+            sockets,
+            socket_v4,
+            cmd_rx,
+            ctl_rx,
+            ctl_tx,
+            registry,
+            events,
+            closed,
+            rx_buf: vec![0; RECV_BUF],
+            tx_buf: Vec::with_capacity(RECV_BUF),
+            sends: HashMap::new(),
+            requests: HashMap::new(),
+            tokens: HashMap::new(),
+            backlog: VecDeque::new(),
+            backlog_peers: HashMap::new(),
+        }
+    }
+
+    /// Runs until `close`, or until every host handle is dropped.
+    pub(crate) async fn run(mut self) {
+        let stop = self.run_loop().await;
+        self.shutdown().await;
+        if let Stop::Close(reply) = stop {
+            let _ = reply.send(());
+        }
+    }
+
+    async fn run_loop(&mut self) -> Stop {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        loop {
+            if let Some(stop) = self.drain_ctl() {
+                return stop;
+            }
+            if let Some(deadline) = self.endpoint.poll_timeout() {
+                let now = Instant::now();
+                if deadline <= now {
+                    self.endpoint.handle_timeout(now);
+                }
+            }
+            if let Some(stop) = self.after_input().await {
+                return stop;
+            }
+            let deadline = self.endpoint.poll_timeout();
+            if let Some(deadline) = deadline {
+                sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
+            }
+            let accept_commands = self.backlog.len() < COMMAND_QUEUE;
+            tokio::select! {
+                ctl = self.ctl_rx.recv() => match ctl {
+                    Some(ctl) => if let Some(stop) = self.on_ctl(ctl) { return stop },
+                    None => return Stop::Shutdown,
+                },
+                Ok(()) = readable(self.sockets.first()) => {
+                    if let Some(stop) = self.receive(0) {
+                        return stop;
+                    }
+                }
+                Ok(()) = readable(self.sockets.get(1)) => {
+                    if let Some(stop) = self.receive(1) {
+                        return stop;
+                    }
+                }
+                cmd = self.cmd_rx.recv(), if accept_commands => match cmd {
+                    Some(cmd) => {
+                        // Control sent before this command goes first (add_address, then send).
+                        if let Some(stop) = self.drain_ctl() {
+                            cmd.fail(SendError::Closed);
+                            return stop;
+                        }
+                        self.on_cmd(cmd);
+                    }
+                    None => return Stop::Shutdown,
+                },
+                () = &mut sleep, if deadline.is_some() => {
+                    self.endpoint.handle_timeout(Instant::now());
+                    self.retry_backlog();
+                }
+            }
+        }
+    }
+
+    /// Handles every control message already queued, in order.
+    fn drain_ctl(&mut self) -> Option<Stop> {
+        while let Ok(ctl) = self.ctl_rx.try_recv() {
+            if let Some(stop) = self.on_ctl(ctl) {
+                return Some(stop);
+            }
+        }
+        None
+    }
+
+    /// Reads up to [`RECV_BATCH`] datagrams from socket `index` into the endpoint.
+    ///
+    /// Control messages queued before a datagram was read are handled before it: a
+    /// datagram that a local `handle`/`remove_handler` call caused (through the peer) must
+    /// meet the endpoint with that call applied.
+    fn receive(&mut self, index: usize) -> Option<Stop> {
+        let now = Instant::now();
+        for _ in 0..RECV_BATCH {
+            let socket = self.sockets.get(index)?;
+            match socket.try_recv_from(&mut self.rx_buf) {
+                Ok((len, from)) => {
+                    trace!(%from, len, "datagram in");
+                    if let Some(stop) = self.drain_ctl() {
+                        return Some(stop);
+                    }
+                    let Some(data) = self.rx_buf.get_mut(..len) else { continue };
+                    self.endpoint.handle_datagram(now, from, data);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                // E.g. ICMP port unreachable surfacing as ECONNREFUSED: not fatal.
+                Err(e) => debug!(error = %e, "recv_from failed"),
+            }
+        }
+        None
+    }
+
+    /// The outputs that follow every input: transmits, then events; then the backlog, if
+    /// completions made room, and its outputs in turn.
+    async fn after_input(&mut self) -> Option<Stop> {
+        loop {
+            self.flush().await;
+            let completed = match self.drain_events().await {
+                Ok(completed) => completed,
+                Err(stop) => return Some(stop),
+            };
+            if !(completed && self.retry_backlog()) {
+                return None;
+            }
+        }
+    }
+
+    /// Sends every datagram the endpoint has queued.
+    async fn flush(&mut self) {
+        loop {
+            self.tx_buf.clear();
+            let Some(transmit) = self.endpoint.poll_transmit(Instant::now(), &mut self.tx_buf)
+            else {
+                return;
+            };
+            let dest = transmit.destination;
+            let Some(data) = self.tx_buf.get(..transmit.size) else {
+                debug!(size = transmit.size, "transmit larger than its buffer; dropped");
+                continue;
+            };
+            let socket = self.socket_v4.iter().position(|v4| *v4 == dest.is_ipv4());
+            let Some(socket) = socket.and_then(|i| self.sockets.get(i)) else {
+                debug!(%dest, "no socket of the destination's address family; dropped");
+                continue;
+            };
+            loop {
+                match socket.try_send_to(data, dest) {
+                    Ok(_) => {
+                        trace!(%dest, len = data.len(), "datagram out");
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if let Err(e) = socket.writable().await {
+                            debug!(error = %e, "socket not writable; datagram dropped");
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        // Lost like any datagram; the protocol retransmits what matters.
+                        debug!(%dest, error = %e, "send_to failed; datagram dropped");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Drains the endpoint's events. `Ok(true)` if a send or request completed.
+    async fn drain_events(&mut self) -> Result<bool, Stop> {
+        let mut completed = false;
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::Message(msg) => self.deliver(msg).await?,
+                Event::SendComplete { id, result } => {
+                    completed = true;
+                    if let Some(reply) = self.sends.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::Response { id, result } => {
+                    completed = true;
+                    if let Some((token, reply)) = self.requests.remove(&id) {
+                        self.tokens.remove(&token);
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::SessionUp { peer, session, remote } => {
+                    debug!(%peer, ?session, %remote, "session up");
+                    let remote = socket_to_multiaddr(remote);
+                    let _ = self.events.send(HostEvent::SessionUp { peer, remote });
+                }
+                Event::SessionDown { peer, session, reason } => {
+                    completed = true;
+                    debug!(%peer, ?session, %reason, "session down");
+                    let _ = self.events.send(HostEvent::SessionDown { peer, reason });
+                }
+                other => trace!(event = ?other, "unhandled endpoint event"),
+            }
+        }
+        Ok(completed)
+    }
+
+    /// Hands a message to its protocol's handler, waiting while the handler's queue is
+    /// full (serving control messages meanwhile).
+    async fn deliver(&mut self, msg: msgnet_core::IncomingMessage) -> Result<(), Stop> {
+        let protocol = msg.protocol.clone();
+        let msg = IncomingMessage::new(msg, &self.ctl_tx);
+        let Some((id, tx)) = self.registry.sender(&protocol) else {
+            // Removed meanwhile: dropping `msg` answers a request with an error.
+            self.unregister_if_unhandled(&protocol);
+            return Ok(());
+        };
+        let msg = match tx.try_send(msg) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_msg)) => {
+                self.handler_gone(&protocol, id);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        debug!(%protocol, "handler queue full; driver waits for the handler");
+        loop {
+            tokio::select! {
+                permit = tx.reserve() => {
+                    match permit {
+                        Ok(permit) => permit.send(msg),
+                        Err(_) => self.handler_gone(&protocol, id),
+                    }
+                    return Ok(());
+                }
+                ctl = self.ctl_rx.recv() => match ctl {
+                    Some(ctl) => {
+                        if let Some(stop) = self.on_ctl(ctl) {
+                            return Err(stop);
+                        }
+                        // E.g. responses of other handlers: send them while we wait.
+                        self.flush().await;
+                    }
+                    None => return Err(Stop::Shutdown),
+                },
+            }
+        }
+    }
+
+    fn handler_gone(&mut self, protocol: &str, id: u64) {
+        self.registry.remove(protocol, Some(id));
+        self.unregister_if_unhandled(protocol);
+    }
+
+    fn unregister_if_unhandled(&mut self, protocol: &str) {
+        if !self.registry.contains(protocol) {
+            self.endpoint.unregister_protocol(protocol);
+        }
+    }
+
+    fn on_ctl(&mut self, ctl: Ctl) -> Option<Stop> {
+        let now = Instant::now();
+        match ctl {
+            Ctl::Register { protocol } => {
+                if self.registry.contains(&protocol) {
+                    self.endpoint.register_protocol(&protocol);
+                }
+            }
+            Ctl::Unregister { protocol } => self.unregister_if_unhandled(&protocol),
+            Ctl::Respond { request, result } => {
+                if let Err(e) = self.endpoint.respond(now, &request, result) {
+                    debug!(protocol = %request.protocol, error = %e, "response not sent");
+                }
+            }
+            Ctl::Cancel { token } => {
+                if let Some(id) = self.tokens.remove(&token) {
+                    self.requests.remove(&id);
+                    self.endpoint.cancel(id);
+                }
+            }
+            Ctl::AddAddress { peer, addr } => self.endpoint.add_address(peer, addr),
+            Ctl::Peers { reply } => drop(reply.send(self.endpoint.peers())),
+            Ctl::Sessions { peer, reply } => drop(reply.send(self.endpoint.sessions(&peer))),
+            Ctl::ClosePeer { peer, reply } => {
+                self.endpoint.close_peer(now, &peer);
+                let _ = reply.send(());
+            }
+            Ctl::Stats { reply } => drop(reply.send(self.endpoint.stats().clone())),
+            Ctl::Close { reply } => return Some(Stop::Close(reply)),
+            Ctl::Shutdown => return Some(Stop::Shutdown),
+        }
+        None
+    }
+
+    fn on_cmd(&mut self, cmd: Cmd) {
+        if cmd.abandoned() {
+            return;
+        }
+        let peer = cmd.peer();
+        if self.backlog_peers.contains_key(&peer) {
+            self.push_backlog(cmd);
+        } else if let Some(cmd) = self.submit(cmd) {
+            self.push_backlog(cmd);
+        }
+    }
+
+    fn push_backlog(&mut self, cmd: Cmd) {
+        *self.backlog_peers.entry(cmd.peer()).or_default() += 1;
+        self.backlog.push_back(cmd);
+    }
+
+    fn pop_backlog(&mut self) -> Option<Cmd> {
+        let cmd = self.backlog.pop_front()?;
+        if let Some(n) = self.backlog_peers.get_mut(&cmd.peer()) {
+            *n -= 1;
+            if *n == 0 {
+                self.backlog_peers.remove(&cmd.peer());
+            }
+        }
+        Some(cmd)
+    }
+
+    /// Retries the backlog once, in order per peer. Returns whether any entry left it.
+    fn retry_backlog(&mut self) -> bool {
+        let mut blocked = HashSet::new();
+        let mut progressed = false;
+        for _ in 0..self.backlog.len() {
+            let Some(cmd) = self.pop_backlog() else { break };
+            if cmd.abandoned() {
+                progressed = true;
+                continue;
+            }
+            if blocked.contains(&cmd.peer()) {
+                self.push_backlog(cmd);
+                continue;
+            }
+            match self.submit(cmd) {
+                None => progressed = true,
+                Some(cmd) => {
+                    blocked.insert(cmd.peer());
+                    self.push_backlog(cmd);
+                }
+            }
+        }
+        progressed
+    }
+
+    /// Hands a command to the endpoint; returns it if refused with `Backpressure`.
+    fn submit(&mut self, cmd: Cmd) -> Option<Cmd> {
+        let now = Instant::now();
+        match cmd {
+            Cmd::Send { peer, protocol, payload, opts, reply } => {
+                match self.endpoint.send(now, peer, &protocol, payload.clone(), opts) {
+                    Ok(id) => {
+                        self.sends.insert(id, reply);
+                        None
+                    }
+                    Err(SendError::Backpressure) => {
+                        Some(Cmd::Send { peer, protocol, payload, opts, reply })
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        None
+                    }
+                }
+            }
+            Cmd::Request { peer, protocol, payload, opts, token, reply } => {
+                match self.endpoint.request(now, peer, &protocol, payload.clone(), opts) {
+                    Ok(id) => {
+                        self.requests.insert(id, (token, reply));
+                        self.tokens.insert(token, id);
+                        None
+                    }
+                    Err(SendError::Backpressure) => {
+                        Some(Cmd::Request { peer, protocol, payload, opts, token, reply })
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Closes the endpoint (sending CLOSE), fails everything pending with
+    /// [`SendError::Closed`] and ends every handler stream.
+    async fn shutdown(&mut self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.endpoint.close(Instant::now());
+        self.flush().await;
+        while let Some(event) = self.endpoint.poll_event() {
+            match event {
+                Event::SendComplete { id, result } => {
+                    if let Some(reply) = self.sends.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::Response { id, result } => {
+                    if let Some((_, reply)) = self.requests.remove(&id) {
+                        let _ = reply.send(result);
+                    }
+                }
+                Event::SessionDown { peer, reason, .. } => {
+                    let _ = self.events.send(HostEvent::SessionDown { peer, reason });
+                }
+                _ => {}
+            }
+        }
+        for (_, reply) in self.sends.drain() {
+            let _ = reply.send(Err(SendError::Closed));
+        }
+        for (_, (_, reply)) in self.requests.drain() {
+            let _ = reply.send(Err(SendError::Closed));
+        }
+        self.tokens.clear();
+        while let Some(cmd) = self.pop_backlog() {
+            cmd.fail(SendError::Closed);
+        }
+        self.cmd_rx.close();
+        while let Ok(cmd) = self.cmd_rx.try_recv() {
+            cmd.fail(SendError::Closed);
+        }
+        self.registry.clear();
+        debug!("driver stopped");
+    }
+}
+
+async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
+    match socket {
+        Some(socket) => socket.readable().await,
+        None => std::future::pending().await,
+    }
+}
