@@ -78,6 +78,9 @@ pub struct EndpointConfig {
     pub max_in_flight_messages: usize,
     /// Largest acknowledgement delay. Default 10 ms.
     pub max_ack_delay: Duration,
+    /// Put several queued messages into one packet. Default true; false sends one
+    /// message per datagram (for measurements against one `sendto` per datagram).
+    pub coalesce: bool,
 }
 
 impl Default for EndpointConfig {
@@ -99,6 +102,7 @@ impl Default for EndpointConfig {
             max_sessions: 65536,
             max_in_flight_messages: 4096,
             max_ack_delay: Duration::from_millis(10),
+            coalesce: true,
         }
     }
 }

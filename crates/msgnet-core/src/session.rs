@@ -759,6 +759,9 @@ impl Session {
         let mut last: Option<Planned> = None;
         let mut unreliable: Vec<u64> = Vec::new();
         while let Some(&key) = self.queue.front() {
+            if last.is_some() && !ctx.config.coalesce {
+                break;
+            }
             let Some(m) = self.messages.get(&key) else {
                 self.queue.pop_front();
                 self.queued.remove(&key);

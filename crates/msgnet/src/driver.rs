@@ -62,6 +62,8 @@ use crate::socket_to_multiaddr;
 
 /// Most datagrams read per socket wakeup before the driver looks at its other inputs.
 pub(crate) const RECV_BATCH: usize = 64;
+/// Most queued commands taken per wakeup before the driver flushes.
+pub(crate) const CMD_BATCH: usize = 256;
 /// Receive buffer: the largest UDP payload.
 const RECV_BUF: usize = 65_536;
 /// Socket buffer sizes requested from the kernel (best effort).
@@ -202,6 +204,20 @@ impl Driver {
                             return stop;
                         }
                         self.on_cmd(cmd);
+                        // Take what else is queued before flushing, so that small messages
+                        // sent together share packets (coalescing) and the socket sees one
+                        // write per packet rather than per message.
+                        for _ in 0..CMD_BATCH {
+                            if self.backlog.len() >= COMMAND_QUEUE {
+                                break;
+                            }
+                            let Ok(cmd) = self.cmd_rx.try_recv() else { break };
+                            if let Some(stop) = self.drain_ctl() {
+                                cmd.fail(SendError::Closed);
+                                return stop;
+                            }
+                            self.on_cmd(cmd);
+                        }
                     }
                     None => return Stop::Shutdown,
                 },

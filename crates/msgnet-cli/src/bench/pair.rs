@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context};
 use futures::StreamExt;
-use msgnet::{
+use msgnet::{EndpointConfig, 
     Bytes, Delivery, EndpointStats, Host, Incoming, Multiaddr, PeerId, SendError, SendOptions,
 };
 
@@ -95,14 +95,21 @@ impl WireCost {
 impl Pair {
     /// Start both hosts on `127.0.0.1` and introduce the client to the server.
     pub async fn new() -> anyhow::Result<Self> {
+        Self::with_config(EndpointConfig::default()).await
+    }
+
+    /// Both hosts with `config` (e.g. coalescing off).
+    pub async fn with_config(config: EndpointConfig) -> anyhow::Result<Self> {
         let loopback: Multiaddr = "/ip4/127.0.0.1/udp/0".parse().context("address")?;
         let server = Host::builder(msgnet::Keypair::generate_ed25519())
             .listen(loopback.clone())
+            .config(config.clone())
             .handler_queue(8192)
             .build()
             .await?;
         let client = Host::builder(msgnet::Keypair::generate_ed25519())
             .listen(loopback)
+            .config(config)
             .handler_queue(8192)
             .build()
             .await?;
@@ -188,6 +195,11 @@ impl Pair {
     /// `delivery`, [`WINDOW`] in flight, counted by the server's handler. Waits until all
     /// arrived, or until nothing arrived for 500 ms after the last send completed.
     pub async fn one_way(&self, n: u64, delivery: Delivery) -> Rate {
+        self.one_way_window(n, delivery, WINDOW).await
+    }
+
+    /// [`Pair::one_way`] with at most `window` messages in flight.
+    pub async fn one_way_window(&self, n: u64, delivery: Delivery, window: usize) -> Rate {
         if let Ok(mut a) = self.sink.lock() {
             *a = Arrivals::default();
         }
@@ -198,7 +210,7 @@ impl Pair {
         };
         let sent = futures::stream::iter(0..n)
             .map(|_| self.send_retrying(payload.clone(), opts))
-            .buffer_unordered(WINDOW)
+            .buffer_unordered(window)
             .filter(|ok| futures::future::ready(*ok))
             .count()
             .await as u64;
@@ -258,6 +270,29 @@ impl Pair {
         let (s1, c1) = self.stats().await;
         let pongs = self.pongs_sent.load(Ordering::Relaxed) - pongs0;
         Ok(WireCost::between((&s0, &c0), (&s1, &c1), pings + pongs))
+    }
+
+    /// One-way reliable messages with their wire cost: run this on a pair built with
+    /// coalescing off, so that every message travels alone in its packet. Returns the
+    /// rate, the sender's bytes (the messages) and the receiver's (its acknowledgements).
+    pub async fn one_way_wire(
+        &mut self,
+        n: u64,
+        window: usize,
+    ) -> anyhow::Result<(Rate, WireCost, WireCost)> {
+        self.round_trip(Bytes::from_static(b"warm-up")).await?;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (s0, c0) = self.stats().await;
+        let rate = self.one_way_window(n, Delivery::Reliable, window).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (s1, c1) = self.stats().await;
+        let zero = EndpointStats::default();
+        let sent = rate.received;
+        Ok((
+            rate,
+            WireCost::between((&c0, &zero), (&c1, &zero), sent),
+            WireCost::between((&s0, &zero), (&s1, &zero), sent),
+        ))
     }
 
     /// Close both hosts.

@@ -19,9 +19,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use msgnet::{Bytes, Delivery};
+use msgnet::{Bytes, Delivery, EndpointConfig};
 
-use crate::bench::pair::{Pair, WireCost};
+use crate::bench::pair::{Pair, WireCost, WINDOW};
 use crate::bench::{median_p99, raw, Rate, PAYLOAD};
 
 /// Arguments of `msgnet bench`.
@@ -77,6 +77,10 @@ struct Report {
     rate_raw: Rate,
     wire_pingpong: WireCost,
     wire_request: WireCost,
+    rate_single: Rate,
+    wire_single: WireCost,
+    wire_single_acks: WireCost,
+    wire_shallow: WireCost,
 }
 
 /// Run the benchmark and print the results.
@@ -122,6 +126,17 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     r.wire_pingpong = pair.wire_cost(sizes.ping_pongs).await?;
     // Let the last pong arrive before closing (not counted either way).
     let _ = pair.round_trip(Bytes::from_static(b"bye")).await;
+    pair.close().await;
+
+    // (b') and (c): one message per datagram (coalescing off), reliable.
+    let single = EndpointConfig { coalesce: false, ..EndpointConfig::default() };
+    let mut pair = Pair::with_config(single).await?;
+    let (_, shallow, _) = pair.one_way_wire(sizes.ping_pongs * 5, 32).await?;
+    r.wire_shallow = shallow;
+    let (rate, wire, acks) = pair.one_way_wire(sizes.msgnet_messages / 2, WINDOW).await?;
+    r.rate_single = rate;
+    r.wire_single = wire;
+    r.wire_single_acks = acks;
     pair.close().await;
 
     let text = if args.json {
@@ -238,11 +253,22 @@ fn table(r: &Report, s: &Sizes, m: &Machine, quick: bool) -> String {
             verdict(q >= 0.8)
         );
     }
-    let oh = r.wire_request.overhead(PAYLOAD);
+    let q = ratio(r.rate_single.per_sec(), r.rate_raw.per_sec());
+    let _ = writeln!(
+        t,
+        "{:<44} {:>7.0} k/s {:>7.0} k/s {:>7.2} {:>8}  {}",
+        "(b) same, reliable, one message per datagram",
+        r.rate_single.per_sec() / 1e3,
+        r.rate_raw.per_sec() / 1e3,
+        q,
+        "≥ 0.80",
+        verdict(q >= 0.8)
+    );
+    let oh = r.wire_shallow.overhead(PAYLOAD);
     let _ = writeln!(
         t,
         "{:<44} {:>10.1} B {:>10} B {:>7} {:>8}  {}",
-        "(c) wire bytes per message beyond payload",
+        "(c) wire bytes per message, ≤ 32 in flight",
         oh,
         0,
         "",
@@ -252,7 +278,28 @@ fn table(r: &Report, s: &Sizes, m: &Machine, quick: bool) -> String {
     let _ = writeln!(
         t,
         "{:<44} {:>10.1} B {:>10} B",
-        "    same, unreliable ping-pong",
+        format!("    same, {WINDOW} in flight"),
+        r.wire_single.overhead(PAYLOAD),
+        0
+    );
+    let _ = writeln!(
+        t,
+        "{:<44} {:>10.1} B {:>10} B",
+        "    plus acknowledgements, per message",
+        r.wire_single_acks.bytes as f64 / r.wire_single_acks.messages.max(1) as f64,
+        0
+    );
+    let _ = writeln!(
+        t,
+        "{:<44} {:>10.1} B {:>10} B",
+        "    request/response, both directions",
+        r.wire_request.overhead(PAYLOAD),
+        0
+    );
+    let _ = writeln!(
+        t,
+        "{:<44} {:>10.1} B {:>10} B",
+        "    unreliable ping-pong, both directions",
         r.wire_pingpong.overhead(PAYLOAD),
         0
     );
@@ -320,8 +367,8 @@ fn json(r: &Report, s: &Sizes, m: &Machine, quick: bool) -> String {
         rate(&r.rate_raw),
         ratio(r.rate_unreliable.per_sec(), r.rate_raw.per_sec()),
         ratio(r.rate_reliable.per_sec(), r.rate_raw.per_sec()),
-        r.wire_request.overhead(PAYLOAD),
-        r.wire_request.datagrams_per_message(),
+        r.wire_shallow.overhead(PAYLOAD),
+        r.wire_shallow.datagrams_per_message(),
         r.wire_pingpong.overhead(PAYLOAD),
     )
 }
