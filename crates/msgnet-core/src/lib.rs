@@ -37,6 +37,7 @@ mod session;
 pub mod error;
 pub mod event;
 pub mod stats;
+pub mod stream;
 pub mod wire;
 
 pub use config::{Delivery, EndpointConfig, SendOptions};

@@ -1,0 +1,1 @@
+//! Multipacket frames over a reliable, ordered byte stream (libp2p streams).

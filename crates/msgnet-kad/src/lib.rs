@@ -1,0 +1,1 @@
+//! msgnet-kad: Kademlia on messages (in progress).

@@ -1,0 +1,1 @@
+//! msgnet-sim: deterministic simulator (in progress).
