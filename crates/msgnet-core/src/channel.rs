@@ -11,6 +11,16 @@ use bytes::Bytes;
 use crate::wire;
 
 /// Outbound channel state for one protocol.
+///
+/// ## Sequence-number truncation
+///
+/// A reliable message's number travels in 1, 2 or 4 bytes. The receiver expands the
+/// number in packet `P` around the largest number it received on the channel in packets
+/// numbered below `P` (see [`InChannel::expand`]). Every packet sent before `P` carried
+/// numbers ≤ `M`, the largest number sent so far, and every number below `L`, the lowest
+/// unacknowledged one, arrived in such a packet; so that reference lies in `[L − 1, M]`
+/// and the expansion is exact when `2^(8·len − 1) > M − L + 1`, which is how the length
+/// is chosen at each transmission. Late copies of old packets expand correctly too.
 #[derive(Debug)]
 pub(crate) struct OutChannel {
     pub(crate) protocol: Arc<str>,
@@ -20,11 +30,13 @@ pub(crate) struct OutChannel {
     next_seq: u64,
     /// Reliable sequence numbers not yet acknowledged.
     unacked: BTreeSet<u64>,
+    /// Largest number transmitted so far.
+    max_sent: Option<u64>,
 }
 
 impl OutChannel {
     pub(crate) fn new(protocol: Arc<str>, int: u16) -> Self {
-        Self { protocol, int, init_acked: false, next_seq: 0, unacked: BTreeSet::new() }
+        Self { protocol, int, init_acked: false, next_seq: 0, unacked: BTreeSet::new(), max_sent: None }
     }
 
     /// Assigns the next reliable sequence number.
@@ -35,23 +47,26 @@ impl OutChannel {
         s
     }
 
-    pub(crate) fn acked(&mut self, seq: u64) {
-        self.unacked.remove(&seq);
-    }
-
-    /// The truncated encoding of `seq`: enough bytes that the receiver, which has seen
-    /// everything below the lowest unacknowledged number, expands it correctly.
-    pub(crate) fn truncate(&self, seq: u64) -> wire::TruncatedSeq {
-        let lowest = self.unacked.first().copied().unwrap_or(self.next_seq);
-        let largest_acked = lowest.checked_sub(1);
-        let top = self.next_seq.saturating_sub(1).max(seq);
-        let len = match wire::encode_pn_len(top, largest_acked) {
-            1 => 1,
-            2 => 2,
-            _ => 4,
+    /// Records a transmission of `seq` and returns its encoding.
+    pub(crate) fn on_transmit(&mut self, seq: u64) -> wire::TruncatedSeq {
+        let max = self.max_sent.map_or(seq, |m| m.max(seq));
+        self.max_sent = Some(max);
+        let low = self.unacked.first().copied().unwrap_or(seq).min(seq);
+        let span = max - low + 1;
+        let len: u8 = if span < 128 {
+            1
+        } else if span < 32_768 {
+            2
+        } else {
+            4
         };
         let mask = if len == 4 { u64::from(u32::MAX) } else { (1u64 << (8 * len)) - 1 };
         wire::TruncatedSeq { value: (seq & mask) as u32, len }
+    }
+
+    /// The message numbered `seq` is done (acknowledged, or refused by the peer).
+    pub(crate) fn acked(&mut self, seq: u64) {
+        self.unacked.remove(&seq);
     }
 }
 
@@ -64,6 +79,8 @@ pub(crate) enum Accept {
     Duplicate,
     /// Ordered and early: held until the messages before it arrive.
     Held,
+    /// Refused earlier (no handler): refuse again.
+    Refused,
     /// Too far ahead of the window: drop without acknowledging.
     OutOfWindow,
 }
@@ -84,6 +101,12 @@ pub(crate) struct InChannel<T> {
     delivered: VecDeque<bool>,
     largest: Option<u64>,
     held: BTreeMap<u64, Held<T>>,
+    /// Largest number seen per recent packet number, for expansion.
+    hist: BTreeMap<u64, u64>,
+    /// Largest number seen in packets pruned from `hist`.
+    floor: Option<u64>,
+    /// Numbers refused for want of a handler (they count as done for the window).
+    refused: BTreeSet<u64>,
     window: u64,
 }
 
@@ -95,13 +118,44 @@ impl<T> InChannel<T> {
             delivered: VecDeque::new(),
             largest: None,
             held: BTreeMap::new(),
+            hist: BTreeMap::new(),
+            floor: None,
+            refused: BTreeSet::new(),
             window: window.max(1),
         }
     }
 
-    /// Reconstructs a full sequence number from its truncated form.
-    pub(crate) fn expand(&self, t: wire::TruncatedSeq) -> u64 {
-        wire::decode_pn(self.largest, u64::from(t.value), usize::from(t.len))
+    /// Reconstructs the full number carried in packet `pn`: around the largest number
+    /// seen in packets numbered below `pn` (see [`OutChannel`]).
+    pub(crate) fn expand(&self, t: wire::TruncatedSeq, pn: u64) -> u64 {
+        let in_order = self.hist.last_key_value().is_none_or(|(p, _)| *p < pn);
+        let reference = if in_order {
+            self.largest
+        } else {
+            let recent = self.hist.range(..pn).map(|(_, s)| *s).max();
+            match (recent, self.floor) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            }
+        };
+        wire::decode_pn(reference, u64::from(t.value), usize::from(t.len))
+    }
+
+    /// Records that `seq` arrived in packet `pn` (whatever becomes of it). Packets more
+    /// than a replay window older than `pn` are folded into one floor value: the replay
+    /// window refuses them anyway.
+    pub(crate) fn note(&mut self, seq: u64, pn: u64) {
+        self.note_largest(seq);
+        let e = self.hist.entry(pn).or_insert(seq);
+        *e = (*e).max(seq);
+        let oldest = pn.saturating_sub(crate::replay::WINDOW);
+        while let Some(entry) = self.hist.first_entry() {
+            if *entry.key() >= oldest {
+                break;
+            }
+            let v = entry.remove();
+            self.floor = Some(self.floor.map_or(v, |f| f.max(v)));
+        }
     }
 
     fn is_delivered(&self, seq: u64) -> bool {
@@ -115,6 +169,9 @@ impl<T> InChannel<T> {
     /// Decides what to do with reliable message `seq` (`ordered` for `Ordered` delivery).
     /// For `Held`, the caller passes the item to [`InChannel::hold`].
     pub(crate) fn accept(&self, seq: u64, ordered: bool) -> Accept {
+        if self.refused.contains(&seq) {
+            return Accept::Refused;
+        }
         if self.is_delivered(seq) || self.held.contains_key(&seq) {
             return Accept::Duplicate;
         }
@@ -130,6 +187,20 @@ impl<T> InChannel<T> {
     pub(crate) fn hold(&mut self, seq: u64, item: T) {
         self.note_largest(seq);
         self.held.insert(seq, Held { item });
+    }
+
+    /// Refuses `seq` (no handler): it counts as done for the window, and its
+    /// retransmissions are refused again.
+    pub(crate) fn refuse(&mut self, seq: u64) {
+        if seq < self.base || seq >= self.base + self.window {
+            return;
+        }
+        self.refused.insert(seq);
+        self.mark(seq);
+        let floor = self.base.saturating_sub(self.window);
+        while self.refused.first().is_some_and(|s| *s < floor) {
+            self.refused.pop_first();
+        }
     }
 
     fn note_largest(&mut self, seq: u64) {
@@ -186,6 +257,38 @@ pub(crate) struct OutMessage {
     pub(crate) payload: Bytes,
     pub(crate) early_data: bool,
     pub(crate) deadline: std::time::Instant,
+    /// Set when the message is larger than a packet and travels as fragments.
+    pub(crate) frag: Option<FragInfo>,
+}
+
+/// Fragmentation state of one outbound message.
+#[derive(Debug)]
+pub(crate) struct FragInfo {
+    /// Payload bytes per fragment (the last may be shorter).
+    pub(crate) size: usize,
+    /// Number of fragments.
+    pub(crate) count: u32,
+    /// Which fragments the peer acknowledged.
+    pub(crate) acked: Vec<bool>,
+    pub(crate) acked_count: u32,
+    /// Fragments put in packets so far (unreliable messages complete when all were).
+    pub(crate) sent_count: u32,
+    /// Groups the fragments of an unreliable message at the receiver.
+    pub(crate) unreliable_id: u64,
+}
+
+impl FragInfo {
+    pub(crate) fn new(len: usize, size: usize, unreliable_id: u64) -> Self {
+        let size = size.max(1);
+        let count = len.div_ceil(size).max(1) as u32;
+        Self { size, count, acked: vec![false; count as usize], acked_count: 0, sent_count: 0, unreliable_id }
+    }
+
+    /// The byte range of fragment `i` in a payload of `len` bytes.
+    pub(crate) fn range(&self, i: u32, len: usize) -> std::ops::Range<usize> {
+        let start = (i as usize * self.size).min(len);
+        start..(start + self.size).min(len)
+    }
 }
 
 /// The kind of an outbound message (request ids are the session's own numbers).
@@ -232,12 +335,40 @@ mod tests {
     fn truncation_roundtrip() {
         let mut out = OutChannel::new("/p".into(), 1);
         let mut inc: InChannel<()> = InChannel::new("/p".into(), 1 << 20);
-        for _ in 0..100_000u64 {
+        for pn in 0..100_000u64 {
             let s = out.next_seq();
-            let t = out.truncate(s);
-            assert_eq!(inc.expand(t), s);
+            let t = out.on_transmit(s);
+            assert_eq!(t.len, 1, "a shallow pipeline needs one byte");
+            assert_eq!(inc.expand(t, pn), s);
+            inc.note(s, pn);
             inc.delivered(s);
             out.acked(s);
         }
+    }
+
+    #[test]
+    fn late_copies_expand_correctly() {
+        // Message 0 is sent in packet 1 and delayed; it is retransmitted in packet 2 and
+        // acknowledged, then 300 more messages go out one per packet. The late copy of
+        // packet 1 must still expand to 0, not to 256.
+        let mut out = OutChannel::new("/p".into(), 1);
+        let mut inc: InChannel<()> = InChannel::new("/p".into(), 1 << 20);
+        let s0 = out.next_seq();
+        let late = out.on_transmit(s0);
+        let again = out.on_transmit(s0);
+        assert_eq!(inc.expand(again, 2), 0);
+        inc.note(0, 2);
+        inc.delivered(0);
+        out.acked(s0);
+        for pn in 3..303u64 {
+            let s = out.next_seq();
+            let t = out.on_transmit(s);
+            assert_eq!(inc.expand(t, pn), s);
+            inc.note(s, pn);
+            inc.delivered(s);
+            out.acked(s);
+        }
+        assert_eq!(inc.expand(late, 1), 0, "expanded around what preceded packet 1");
+        assert_eq!(inc.accept(0, false), Accept::Duplicate);
     }
 }

@@ -78,6 +78,26 @@ pub struct EndpointConfig {
     pub max_in_flight_messages: usize,
     /// Largest acknowledgement delay. Default 10 ms.
     pub max_ack_delay: Duration,
+    /// Largest reliable message (fragmented and reassembled). Default 4 MiB; up to 4 GiB.
+    pub max_message_size: usize,
+    /// Largest unreliable message; dropped whole if a fragment is missing at its
+    /// deadline. Default 64 KiB.
+    pub max_unreliable_message_size: usize,
+    /// Reassembly memory one session may hold (at least `max_message_size` is always
+    /// allowed). Default 8 MiB.
+    pub max_reassembly_per_session: usize,
+    /// Reassembly memory the whole endpoint may hold. Default 64 MiB.
+    pub max_reassembly_total: usize,
+    /// A reliable partial message that receives no fragment for this long is dropped
+    /// (its sender then fails the send). Default 30 s.
+    pub reassembly_timeout: Duration,
+    /// An unreliable fragmented message incomplete this long after its first fragment is
+    /// dropped whole. Default 2 s.
+    pub unreliable_reassembly_timeout: Duration,
+    /// Bytes of unacknowledged outbound payload per session before `send` reports
+    /// `Backpressure` (a single message larger than this is still accepted when nothing
+    /// else is in flight). Default 64 MiB.
+    pub max_send_buffer: usize,
     /// Put several queued messages into one packet. Default true; false sends one
     /// message per datagram (for measurements against one `sendto` per datagram).
     pub coalesce: bool,
@@ -103,6 +123,13 @@ impl Default for EndpointConfig {
             max_in_flight_messages: 4096,
             max_ack_delay: Duration::from_millis(10),
             coalesce: true,
+            max_message_size: 4 << 20,
+            max_unreliable_message_size: 64 << 10,
+            max_reassembly_per_session: 8 << 20,
+            max_reassembly_total: 64 << 20,
+            reassembly_timeout: Duration::from_secs(30),
+            unreliable_reassembly_timeout: Duration::from_secs(2),
+            max_send_buffer: 64 << 20,
         }
     }
 }

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha20Rng;
 use crate::channel::OutKind;
 use crate::crypto::{CookieJar, LocalIdentity};
 use crate::handshake::HsState;
-use crate::session::{worst_frame_overhead, Ctx, Session};
+use crate::session::{worst_fragment_overhead, worst_frame_overhead, Ctx, Session};
 use crate::wire::{self, DataHeader, Frame, Packet};
 use crate::{
     DropReason, EndpointConfig, EndpointStats, Event, InboundRequest, MessageId, SendError,
@@ -61,6 +61,8 @@ pub struct Endpoint {
     dirty: VecDeque<u32>,
     dirty_set: HashSet<u32>,
     pub(crate) stats: EndpointStats,
+    /// Reassembly bytes reserved across sessions.
+    pub(crate) reassembly_total: u64,
     next_session_id: u64,
     next_message_id: u64,
     closed: bool,
@@ -94,6 +96,7 @@ impl Endpoint {
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
             stats: EndpointStats::default(),
+            reassembly_total: 0,
             next_session_id: 1,
             next_message_id: 1,
             closed: false,
@@ -110,12 +113,27 @@ impl Endpoint {
         &self.config
     }
 
-    /// Largest payload one message may carry on a protocol id of `protocol_len` bytes.
-    pub fn max_message_size(&self, protocol_len: usize) -> usize {
-        let proto = "x".repeat(protocol_len.min(MAX_PROTOCOL_LEN));
-        self.config
-            .max_udp_payload
-            .saturating_sub(8 + wire::TAG_LEN + worst_frame_overhead(&proto, 65535))
+    /// Largest payload one message may carry with `delivery`: messages larger than a
+    /// packet are fragmented, up to [`EndpointConfig::max_message_size`] (reliable) or
+    /// [`EndpointConfig::max_unreliable_message_size`] (unreliable).
+    pub fn max_message_size(&self, delivery: crate::Delivery) -> usize {
+        match delivery {
+            crate::Delivery::Unreliable => self.config.max_unreliable_message_size,
+            _ => self.config.max_message_size,
+        }
+    }
+
+    /// (largest payload sent as one message frame, payload per fragment) for `protocol`.
+    pub(crate) fn frag_sizes(&self, protocol: &str) -> (usize, usize) {
+        let room = self.config.max_udp_payload.saturating_sub(8 + wire::TAG_LEN);
+        let single = room.saturating_sub(worst_frame_overhead(protocol, room));
+        let frag = room.saturating_sub(worst_fragment_overhead(protocol));
+        (single, frag.max(64))
+    }
+
+    /// Reassembly memory in use across sessions, in bytes.
+    pub fn reassembly_bytes(&self) -> u64 {
+        self.reassembly_total
     }
 
     /// Counters.
@@ -135,6 +153,7 @@ impl Endpoint {
                 events: &mut self.events,
                 stats: &mut self.stats,
                 protocols: &self.protocols,
+                reassembly_total: &mut self.reassembly_total,
             },
         )
     }
@@ -174,6 +193,7 @@ impl Endpoint {
         let (sessions, mut ctx) = self.ctx();
         let Some(mut s) = sessions.remove(&idx) else { return };
         s.fail_all(&mut ctx, &err);
+        *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(s.reassembly_bytes);
         self.by_id.remove(&s.id);
         if let Some(p) = self.peers.get_mut(&s.peer) {
             p.sessions.retain(|i| *i != idx);
@@ -258,7 +278,7 @@ impl Endpoint {
         s.confirmed = true;
         let was_validated = s.validated;
         s.validated = true;
-        s.process_frames(now, &mut ctx, plain);
+        s.process_frames(now, &mut ctx, pn, plain);
         let closed = s.closed_by_peer.take();
         let peer = s.peer;
         let remote = s.remote;
@@ -280,7 +300,8 @@ impl Endpoint {
     /// Runs timers; call when the instant from [`Endpoint::poll_timeout`] has passed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handshake_timers(now);
-        let idxs: Vec<u32> = self.sessions.keys().copied().collect();
+        let mut idxs: Vec<u32> = self.sessions.keys().copied().collect();
+        idxs.sort_unstable();
         for idx in idxs {
             let (sessions, mut ctx) = self.ctx();
             let Some(s) = sessions.get_mut(&idx) else { continue };
@@ -362,10 +383,11 @@ impl Endpoint {
         if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_LEN {
             return Err(SendError::InvalidProtocol);
         }
-        let limit = self.max_message_size(protocol.len());
+        let limit = self.max_message_size(opts.delivery);
         if payload.len() > limit {
             return Err(SendError::MessageTooLarge { size: payload.len(), limit });
         }
+        let frag = self.frag_sizes(protocol);
         if peer == self.local_peer_id() {
             return Err(SendError::Unreachable("cannot send to self".into()));
         }
@@ -373,11 +395,14 @@ impl Endpoint {
         let id = MessageId(self.next_message_id);
         let deadline = now + self.config.send_timeout;
         let max = self.config.max_in_flight_messages;
+        let buffer = self.config.max_send_buffer;
         let s = self.sessions.get_mut(&idx).ok_or(SendError::Closed)?;
-        if s.in_flight() >= max {
+        if s.in_flight() >= max
+            || (s.in_flight() > 0 && s.buffered_bytes() + payload.len() > buffer)
+        {
             return Err(SendError::Backpressure);
         }
-        s.enqueue(Some(id), Arc::from(protocol), kind, opts.delivery, payload, opts.early_data, deadline)?;
+        s.enqueue(Some(id), Arc::from(protocol), kind, opts.delivery, payload, opts.early_data, deadline, frag)?;
         self.next_message_id += 1;
         self.mark_dirty(idx);
         Ok(id)
@@ -426,13 +451,13 @@ impl Endpoint {
                 (OutKind::ErrorResponse(request.request_id), Bytes::from(v))
             }
         };
-        let limit = self.config.max_udp_payload.saturating_sub(
-            8 + wire::TAG_LEN + worst_frame_overhead(&request.protocol, payload.len()),
-        );
+        let limit = self.config.max_message_size;
         if payload.len() > limit {
             return Err(SendError::MessageTooLarge { size: payload.len(), limit });
         }
-        s.enqueue(None, request.protocol.clone(), kind, crate::Delivery::Reliable, payload, true, deadline)?;
+        let frag = self.frag_sizes(&request.protocol);
+        let s = self.sessions.get_mut(&idx).ok_or(SendError::UnknownRequest)?;
+        s.enqueue(None, request.protocol.clone(), kind, crate::Delivery::Reliable, payload, true, deadline, frag)?;
         self.mark_dirty(idx);
         Ok(())
     }
@@ -488,7 +513,8 @@ impl Endpoint {
 
     /// Closes every session; later commands fail with [`SendError::Closed`].
     pub fn close(&mut self, now: Instant) {
-        let idxs: Vec<u32> = self.sessions.keys().copied().collect();
+        let mut idxs: Vec<u32> = self.sessions.keys().copied().collect();
+        idxs.sort_unstable();
         for idx in idxs {
             self.send_close(now, idx, "endpoint closed");
             self.remove_session(idx, SendError::Closed);
@@ -553,10 +579,6 @@ impl Endpoint {
             }
         }
         t
-    }
-
-    pub(crate) fn wants_transmit(&self) -> bool {
-        !self.out.is_empty() || !self.dirty.is_empty()
     }
 }
 

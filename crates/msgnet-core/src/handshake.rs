@@ -62,7 +62,6 @@ pub(crate) enum HsState {
     ResponderXx {
         hs: Box<Handshake>,
         response: Vec<u8>,
-        remote: SocketAddr,
         remote_index: u32,
         amp_rx: u64,
         amp_tx: u64,
@@ -160,6 +159,7 @@ impl Endpoint {
                 events: &mut self.events,
                 stats: &mut self.stats,
                 protocols: &self.protocols,
+                reassembly_total: &mut self.reassembly_total,
             },
         );
         let Some(s) = sessions.get_mut(&idx) else { return false };
@@ -362,7 +362,7 @@ impl Endpoint {
         self.initiations.insert(hash, idx);
         let (sessions, mut ctx) = self.ctx();
         if let Some(s) = sessions.get_mut(&idx) {
-            s.process_frames(now, &mut ctx, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames);
         }
         self.handshakes.insert(
             idx,
@@ -457,7 +457,6 @@ impl Endpoint {
             HsState::ResponderXx {
                 hs: Box::new(hs),
                 response: out.clone(),
-                remote: from,
                 remote_index: sender,
                 amp_rx: len as u64,
                 amp_tx,
@@ -539,7 +538,7 @@ impl Endpoint {
             s.on_packet_received(now, 0, eliciting);
             // Confirm promptly: the responder sends nothing more until it hears from us.
             s.ping_pending = true;
-            s.process_frames(now, &mut ctx, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames);
             ctx.stats.handshakes_completed += 1;
             let (peer, sid) = (s.peer, s.id);
             self.events.push_back(Event::SessionUp { peer, session: sid, remote: from });
@@ -627,14 +626,15 @@ impl Endpoint {
         self.events.push_back(Event::SessionUp { peer, session: id, remote: from });
         let (sessions, mut ctx) = self.ctx();
         if let Some(s) = sessions.get_mut(&receiver) {
-            s.process_frames(now, &mut ctx, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames);
         }
         self.mark_dirty(receiver);
     }
 
     /// Handshake retransmissions and deadlines.
     pub(crate) fn handshake_timers(&mut self, now: Instant) {
-        let idxs: Vec<u32> = self.handshakes.keys().copied().collect();
+        let mut idxs: Vec<u32> = self.handshakes.keys().copied().collect();
+        idxs.sort_unstable();
         for idx in idxs {
             let mut fail: Option<SendError> = None;
             let mut drop_state = false;

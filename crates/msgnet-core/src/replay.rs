@@ -5,7 +5,7 @@
 //! the packet authenticated, so forged packets cannot move the window.
 
 /// Window size in packet numbers.
-pub(crate) const WINDOW: u64 = 4096;
+pub(crate) const WINDOW: u64 = 2048;
 const WORDS: usize = (WINDOW / 64) as usize;
 
 #[derive(Debug, Clone)]

@@ -31,11 +31,13 @@ pub enum DropReason {
     ProtocolViolation,
     /// A handshake response or cookie for a handshake we did not start.
     Unexpected,
+    /// A fragment that would exceed the reassembly memory bounds.
+    ReassemblyLimit,
 }
 
 impl DropReason {
     /// All reasons, in counter order.
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::Malformed,
         DropReason::UnknownSession,
         DropReason::Decrypt,
@@ -47,6 +49,7 @@ impl DropReason {
         DropReason::SessionLimit,
         DropReason::ProtocolViolation,
         DropReason::Unexpected,
+        DropReason::ReassemblyLimit,
     ];
 
     fn index(self) -> usize {
@@ -67,6 +70,7 @@ impl DropReason {
             DropReason::SessionLimit => "session_limit",
             DropReason::ProtocolViolation => "protocol_violation",
             DropReason::Unexpected => "unexpected",
+            DropReason::ReassemblyLimit => "reassembly_limit",
         }
     }
 }

@@ -522,8 +522,11 @@ fn peer_address_change_keeps_the_session() {
 fn api_misuse_gets_typed_errors() {
     let mut p = ready_pair();
     let now = p.now;
-    let big = Bytes::from(vec![0u8; 5000]);
+    let big = Bytes::from(vec![0u8; (4 << 20) + 1]);
     assert!(matches!(p.a.ep.send(now, p.b.peer, P, big, SendOptions::default()), Err(SendError::MessageTooLarge { .. })));
+    let unreliable = SendOptions { delivery: Delivery::Unreliable, early_data: true };
+    let big_u = Bytes::from(vec![0u8; (64 << 10) + 1]);
+    assert!(matches!(p.a.ep.send(now, p.b.peer, P, big_u, unreliable), Err(SendError::MessageTooLarge { .. })));
     assert_eq!(p.a.ep.send(now, p.b.peer, "", Bytes::new(), SendOptions::default()), Err(SendError::InvalidProtocol));
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     assert_eq!(p.a.ep.send(now, stranger, P, Bytes::new(), SendOptions::default()), Err(SendError::NoAddress));

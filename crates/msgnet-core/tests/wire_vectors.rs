@@ -577,7 +577,7 @@ fn message_frame_errors() {
 #[test]
 fn frame_errors() {
     let cases = [
-        ("06", WireError::UnknownFrameType(FrameType(0x06))),
+        ("07", WireError::UnknownFrameType(FrameType(0x07))),
         ("3f", WireError::UnknownFrameType(FrameType(0x3f))),
         ("c0", WireError::UnknownFrameType(FrameType(0xc0))),
         ("01 ff", WireError::UnknownFrameType(FrameType(0xff))),
@@ -596,17 +596,17 @@ fn frame_errors() {
         assert_eq!(frames(&h(hex)), Err(err), "{hex}");
     }
     // After the first error the iterator is finished.
-    let bytes = h("01 06 01");
+    let bytes = h("01 07 01");
     let mut it = Frames::new(&bytes);
     assert_eq!(it.next(), Some(Ok(Frame::Ping)));
     assert_eq!(
         it.next(),
-        Some(Err(WireError::UnknownFrameType(FrameType(6))))
+        Some(Err(WireError::UnknownFrameType(FrameType(7))))
     );
     assert_eq!(it.next(), None);
     assert_eq!(
-        WireError::UnknownFrameType(FrameType(6)).to_string(),
-        "unknown frame type 0x06"
+        WireError::UnknownFrameType(FrameType(7)).to_string(),
+        "unknown frame type 0x07"
     );
 }
 

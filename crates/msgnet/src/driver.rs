@@ -1,11 +1,12 @@
 //! The driver: one tokio task per [`Host`](crate::Host) that owns the sans-IO
 //! [`Endpoint`] and the UDP socket(s), in quinn's model.
 //!
-//! The task loops over four inputs with `tokio::select!`: socket readability (up to
-//! [`RECV_BATCH`] datagrams per wakeup, each fed to [`Endpoint::handle_datagram`]), control
+//! The task loops over four inputs with `tokio::select!`: socket readability (receive calls
+//! until [`RECV_BATCH`] datagrams or none left, each datagram fed to
+//! [`Endpoint::handle_datagram`]), control
 //! messages from handles, send/request commands from handles, and the endpoint's timer
 //! ([`Endpoint::poll_timeout`] → [`Endpoint::handle_timeout`]). After every input it drains
-//! [`Endpoint::poll_transmit`] to the socket and [`Endpoint::poll_event`] to the waiting
+//! [`Endpoint::poll_transmit`] to the sockets and [`Endpoint::poll_event`] to the waiting
 //! futures, handler queues and event subscribers, following the core's call order.
 //!
 //! It owns: the endpoint, the sockets, the maps from [`MessageId`] to the oneshot of the
@@ -40,10 +41,13 @@
 //!
 //! One UDP socket per address family (IPv4 and/or IPv6, the IPv6 one `IPV6_V6ONLY`), both
 //! feeding the one endpoint; a datagram goes out of the socket of its destination's family.
+//! The sockets live behind [`udp::Udp`] (`udp.rs`), which batches: the datagrams of one
+//! flush go to [`udp::Udp::send`], which groups runs of equal-size datagrams to one
+//! destination into one GSO send, and one receive call may return many datagrams
+//! (`recvmmsg`, GRO).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,19 +59,25 @@ use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, trace};
 
+// Declared here rather than in `lib.rs` so that the driver's files stay the driver's own;
+// it is `src/udp.rs`.
+#[path = "udp.rs"]
+pub(crate) mod udp;
+pub(crate) use udp::bind;
+
 pub(crate) use crate::command::{Cmd, Ctl};
 use crate::host::{HostEvent, COMMAND_QUEUE};
 use crate::incoming::{IncomingMessage, Registry};
 use crate::socket_to_multiaddr;
 
-/// Most datagrams read per socket wakeup before the driver looks at its other inputs.
+/// Receive calls stop once a wakeup has read this many datagrams, so that the driver looks
+/// at its other inputs (one call may return up to [`quinn_udp::BATCH_SIZE`] buffers, each
+/// holding up to 64 datagrams under GRO).
 pub(crate) const RECV_BATCH: usize = 64;
 /// Most queued commands taken per wakeup before the driver flushes.
 pub(crate) const CMD_BATCH: usize = 256;
-/// Receive buffer: the largest UDP payload.
-const RECV_BUF: usize = 65_536;
-/// Socket buffer sizes requested from the kernel (best effort).
-const SOCKET_BUFFER: usize = 4 << 20;
+/// Transmit buffer: the largest UDP payload.
+const TX_BUF: usize = 65_536;
 
 /// Why the loop ends.
 enum Stop {
@@ -75,27 +85,10 @@ enum Stop {
     Shutdown,
 }
 
-/// Binds a non-blocking UDP socket (IPv6 sockets are v6-only) with large kernel buffers.
-pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // Best effort: the kernel may cap these; small buffers only cost retransmissions.
-    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
 /// The state of one host's driver task.
 pub(crate) struct Driver {
     endpoint: Endpoint,
-    sockets: Vec<UdpSocket>,
-    /// `is_ipv4()` of each socket's local address, to pick a socket per destination.
-    socket_v4: Vec<bool>,
+    udp: udp::Udp,
     cmd_rx: mpsc::Receiver<Cmd>,
     ctl_rx: mpsc::UnboundedReceiver<Ctl>,
     /// Handed to every delivered request so that it can be answered.
@@ -103,7 +96,6 @@ pub(crate) struct Driver {
     registry: Arc<Registry>,
     events: broadcast::Sender<HostEvent>,
     closed: Arc<AtomicBool>,
-    rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     sends: HashMap<MessageId, oneshot::Sender<Result<(), SendError>>>,
     requests: HashMap<MessageId, (u64, oneshot::Sender<Result<Bytes, SendError>>)>,
@@ -129,20 +121,16 @@ impl Driver {
     ) -> Self {
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
         let endpoint = Endpoint::new(config, keypair, Instant::now(), unix_now);
-        let socket_v4 =
-            sockets.iter().map(|s| s.local_addr().map(|a| a.is_ipv4()).unwrap_or(true)).collect();
         Self {
             endpoint,
-            sockets,
-            socket_v4,
+            udp: udp::Udp::new(sockets),
             cmd_rx,
             ctl_rx,
             ctl_tx,
             registry,
             events,
             closed,
-            rx_buf: vec![0; RECV_BUF],
-            tx_buf: Vec::with_capacity(RECV_BUF),
+            tx_buf: Vec::with_capacity(TX_BUF),
             sends: HashMap::new(),
             requests: HashMap::new(),
             tokens: HashMap::new(),
@@ -186,12 +174,12 @@ impl Driver {
                     Some(ctl) => if let Some(stop) = self.on_ctl(ctl) { return stop },
                     None => return Stop::Shutdown,
                 },
-                Ok(()) = readable(self.sockets.first()) => {
+                Ok(()) = self.udp.readable(0) => {
                     if let Some(stop) = self.receive(0) {
                         return stop;
                     }
                 }
-                Ok(()) = readable(self.sockets.get(1)) => {
+                Ok(()) = self.udp.readable(1) => {
                     if let Some(stop) = self.receive(1) {
                         return stop;
                     }
@@ -239,27 +227,38 @@ impl Driver {
         None
     }
 
-    /// Reads up to [`RECV_BATCH`] datagrams from socket `index` into the endpoint.
+    /// Reads datagrams from socket `index` into the endpoint: receive calls until one finds
+    /// nothing or [`RECV_BATCH`] datagrams have been read.
     ///
-    /// Control messages queued before a datagram was read are handled before it: a
+    /// Control messages queued before a datagram was handled are handled before it: a
     /// datagram that a local `handle`/`remove_handler` call caused (through the peer) must
     /// meet the endpoint with that call applied.
     fn receive(&mut self, index: usize) -> Option<Stop> {
         let now = Instant::now();
+        let mut read = 0;
+        // Errors count as calls, so that a socket that keeps failing cannot hold the loop.
         for _ in 0..RECV_BATCH {
-            let socket = self.sockets.get(index)?;
-            match socket.try_recv_from(&mut self.rx_buf) {
-                Ok((len, from)) => {
-                    trace!(%from, len, "datagram in");
-                    if let Some(stop) = self.drain_ctl() {
-                        return Some(stop);
-                    }
-                    let Some(data) = self.rx_buf.get_mut(..len) else { continue };
-                    self.endpoint.handle_datagram(now, from, data);
-                }
+            if read >= RECV_BATCH {
+                break;
+            }
+            let n = match self.udp.recv(index) {
+                Ok(0) => break,
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 // E.g. ICMP port unreachable surfacing as ECONNREFUSED: not fatal.
-                Err(e) => debug!(error = %e, "recv_from failed"),
+                Err(e) => {
+                    debug!(error = %e, "recv failed");
+                    continue;
+                }
+            };
+            read += n;
+            for i in 0..n {
+                if let Some(stop) = self.drain_ctl() {
+                    return Some(stop);
+                }
+                let Some((from, data)) = self.udp.datagram(i) else { continue };
+                trace!(%from, len = data.len(), "datagram in");
+                self.endpoint.handle_datagram(now, from, data);
             }
         }
         None
@@ -280,44 +279,23 @@ impl Driver {
         }
     }
 
-    /// Sends every datagram the endpoint has queued.
+    /// Sends every datagram the endpoint has queued, in batches where the sockets allow.
     async fn flush(&mut self) {
         loop {
             self.tx_buf.clear();
             let Some(transmit) = self.endpoint.poll_transmit(Instant::now(), &mut self.tx_buf)
             else {
-                return;
+                break;
             };
             let dest = transmit.destination;
             let Some(data) = self.tx_buf.get(..transmit.size) else {
                 debug!(size = transmit.size, "transmit larger than its buffer; dropped");
                 continue;
             };
-            let socket = self.socket_v4.iter().position(|v4| *v4 == dest.is_ipv4());
-            let Some(socket) = socket.and_then(|i| self.sockets.get(i)) else {
-                debug!(%dest, "no socket of the destination's address family; dropped");
-                continue;
-            };
-            loop {
-                match socket.try_send_to(data, dest) {
-                    Ok(_) => {
-                        trace!(%dest, len = data.len(), "datagram out");
-                        break;
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        if let Err(e) = socket.writable().await {
-                            debug!(error = %e, "socket not writable; datagram dropped");
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        // Lost like any datagram; the protocol retransmits what matters.
-                        debug!(%dest, error = %e, "send_to failed; datagram dropped");
-                        break;
-                    }
-                }
-            }
+            trace!(%dest, len = data.len(), "datagram out");
+            self.udp.send(dest, data).await;
         }
+        self.udp.flush().await;
     }
 
     /// Drains the endpoint's events. `Ok(true)` if a send or request completed.
@@ -572,13 +550,7 @@ impl Driver {
             cmd.fail(SendError::Closed);
         }
         self.registry.clear();
+        self.udp.log_totals();
         debug!("driver stopped");
-    }
-}
-
-async fn readable(socket: Option<&UdpSocket>) -> io::Result<()> {
-    match socket {
-        Some(socket) => socket.readable().await,
-        None => std::future::pending().await,
     }
 }

@@ -36,6 +36,8 @@ impl FrameType {
     pub const RESET: FrameType = FrameType(0x04);
     /// Closes the session.
     pub const CLOSE: FrameType = FrameType(0x05);
+    /// One fragment of a message larger than a packet.
+    pub const FRAGMENT: FrameType = FrameType(0x06);
     /// First message frame type (unordered, no flags).
     pub const MESSAGE_FIRST: FrameType = FrameType(0x40);
     /// Last message frame type (ordered, every flag set).
@@ -56,6 +58,7 @@ impl fmt::Display for FrameType {
             Self::ACK => f.write_str("ACK"),
             Self::RESET => f.write_str("RESET"),
             Self::CLOSE => f.write_str("CLOSE"),
+            Self::FRAGMENT => f.write_str("FRAGMENT"),
             t if t.is_message() => write!(f, "MESSAGE(0x{:02x})", t.0),
             FrameType(other) => write!(f, "0x{other:02x}"),
         }
@@ -201,6 +204,8 @@ pub enum Frame<'a> {
     },
     /// INIT or CONTINUATION.
     Message(MessageFrame<'a>),
+    /// A fragment of a message larger than a packet.
+    Fragment(FragmentFrame<'a>),
 }
 
 /// `reason` cut to at most [`MAX_REASON_LEN`] bytes at a char boundary.
@@ -223,6 +228,7 @@ impl<'a> Frame<'a> {
             Frame::Reset { .. } => FrameType::RESET,
             Frame::Close { .. } => FrameType::CLOSE,
             Frame::Message(m) => FrameType(m.type_byte()),
+            Frame::Fragment(_) => FrameType::FRAGMENT,
         }
     }
 
@@ -250,6 +256,7 @@ impl<'a> Frame<'a> {
                 1 + varint_len(*code) + varint_len(reason.len() as u64) + reason.len()
             }
             Frame::Message(m) => m.encoded_len(),
+            Frame::Fragment(f) => f.encoded_len(),
         }
     }
 
@@ -284,6 +291,7 @@ impl<'a> Frame<'a> {
                 out.extend_from_slice(reason.as_bytes());
             }
             Frame::Message(m) => m.encode(out),
+            Frame::Fragment(f) => f.encode(out),
         }
     }
 
@@ -319,6 +327,7 @@ impl<'a> Frame<'a> {
                 Frame::Close { code, reason }
             }
             t if t.is_message() => Frame::Message(MessageFrame::decode_body(t.0, r)?),
+            FrameType::FRAGMENT => Frame::Fragment(FragmentFrame::decode_body(r)?),
             t => return Err(WireError::UnknownFrameType(t)),
         })
     }
@@ -365,7 +374,8 @@ mod tests {
     #[test]
     fn display() {
         assert_eq!(FrameType::SACK.to_string(), "SACK");
-        assert_eq!(FrameType(0x06).to_string(), "0x06");
+        assert_eq!(FrameType(0x06).to_string(), "FRAGMENT");
+        assert_eq!(FrameType(0x07).to_string(), "0x07");
         assert_eq!(FrameType(0xf0).to_string(), "0xf0");
         assert_eq!(FrameType(0x7c).to_string(), "MESSAGE(0x7c)");
         assert_eq!(ResetCode(9).to_string(), "0x09");
@@ -402,5 +412,76 @@ mod tests {
             panic!()
         };
         assert_eq!(back.ranges, ranges[..MAX_SACK_RANGES]);
+    }
+}
+
+/// One fragment of a large message: `0x06, varint total_len, varint offset,
+/// varint unreliable_id`, then an embedded message frame (with L set) whose payload is the
+/// fragment's bytes `offset .. offset + len` of the whole message.
+///
+/// The embedded frame carries everything the whole message would (INIT, protocol int,
+/// ordering, sequence number, kind, request id); fragments of one message are grouped by
+/// (protocol int, sequence number), or by (protocol int, `unreliable_id`) when the message
+/// is unreliable (no sequence number). `unreliable_id` is 0 for reliable messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FragmentFrame<'a> {
+    /// Length of the whole message (1 ..= 2^32).
+    pub total_len: u64,
+    /// Offset of this fragment in the message.
+    pub offset: u64,
+    /// Groups the fragments of an unreliable message; 0 for reliable ones.
+    pub unreliable_id: u64,
+    /// The message header; `payload` is this fragment's bytes.
+    pub message: MessageFrame<'a>,
+}
+
+/// Largest message a FRAGMENT can describe.
+pub const MAX_FRAGMENTED_LEN: u64 = 1 << 32;
+
+impl<'a> FragmentFrame<'a> {
+    fn embedded(&self) -> MessageFrame<'a> {
+        MessageFrame { explicit_len: true, ..self.message }
+    }
+
+    /// Encoded length without the fragment payload bytes.
+    pub fn header_len(&self) -> usize {
+        1 + varint_len(self.total_len)
+            + varint_len(self.offset)
+            + varint_len(self.unreliable_id)
+            + self.embedded().header_len()
+    }
+
+    /// Total encoded length.
+    pub fn encoded_len(&self) -> usize {
+        self.header_len() + self.message.payload.len()
+    }
+
+    /// Appends the frame to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.push(FrameType::FRAGMENT.0);
+        write_varint(out, self.total_len);
+        write_varint(out, self.offset);
+        write_varint(out, self.unreliable_id);
+        self.embedded().encode(out);
+    }
+
+    fn decode_body(r: &mut Reader<'a>) -> Result<Self, WireError> {
+        let total_len = r.varint()?;
+        let offset = r.varint()?;
+        let unreliable_id = r.varint()?;
+        let t = FrameType(r.u8()?);
+        if !t.is_message() || t.0 & crate::wire::message_flags::LEN == 0 {
+            return Err(WireError::InvalidValue("fragment inner type"));
+        }
+        let message = MessageFrame::decode_body(t.0, r)?;
+        let end = offset.checked_add(message.payload.len() as u64);
+        if total_len == 0
+            || total_len > MAX_FRAGMENTED_LEN
+            || message.payload.is_empty()
+            || end.is_none_or(|e| e > total_len)
+        {
+            return Err(WireError::InvalidValue("fragment bounds"));
+        }
+        Ok(FragmentFrame { total_len, offset, unreliable_id, message })
     }
 }

@@ -24,7 +24,10 @@ mod reader;
 mod varint;
 
 pub use error::WireError;
-pub use frame::{Frame, FrameType, Frames, ResetCode, Sack, MAX_REASON_LEN, MAX_SACK_RANGES};
+pub use frame::{
+    FragmentFrame, Frame, FrameType, Frames, ResetCode, Sack, MAX_FRAGMENTED_LEN, MAX_REASON_LEN,
+    MAX_SACK_RANGES,
+};
 pub use handshake::{HandshakePayload, MAX_IDENTITY_LEN};
 pub use message::{
     flags as message_flags, Init, MessageFrame, MessageKind, TruncatedSeq, MAX_PROTOCOL_LEN,

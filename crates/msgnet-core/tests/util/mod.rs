@@ -208,12 +208,28 @@ impl Pair {
         }
     }
 
-    /// Steps for `d` of virtual time.
+    /// The instant of the next delivery or timer.
+    pub fn next_event(&mut self) -> Option<Instant> {
+        self.drain_events();
+        self.flush();
+        let next_delivery = self.in_flight.iter().map(|d| d.deliver_at).min();
+        [next_delivery, self.a.ep.poll_timeout(), self.b.ep.poll_timeout()].into_iter().flatten().min()
+    }
+
+    /// Steps for `d` of virtual time, never past its end.
     pub fn run_for(&mut self, d: Duration) {
         let end = self.now + d;
         while self.now < end {
-            if !self.step() {
-                break;
+            match self.next_event() {
+                Some(t) if t <= end => {
+                    if !self.step() {
+                        break;
+                    }
+                }
+                _ => {
+                    self.now = end;
+                    break;
+                }
             }
         }
     }

@@ -1,0 +1,225 @@
+//! Nodes: one endpoint with its address, identity, event log, counters and the
+//! outcomes of its sends and requests.
+//!
+//! This module owns what the simulator records about a node when it drains the node's
+//! events ([`Node::record`]), including the auto-responder. It calls only the
+//! endpoint's `respond`; routing datagrams and timers belong to `sim.rs`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use msgnet_core::{Endpoint, Event, IncomingMessage, MessageId, PeerId, SendError};
+
+/// Index of a node in its [`Sim`](crate::Sim). Allocated in order by `add_node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}", self.0)
+    }
+}
+
+/// Answers an inbound request: `Some(bytes)` is sent back as the response, `None` leaves
+/// the request unanswered (the test may answer it with [`Sim::respond`](crate::Sim::respond)).
+pub type Responder = Box<dyn FnMut(&IncomingMessage) -> Option<Bytes>>;
+
+/// What the simulator keeps of a node's events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventLog {
+    /// Every event is appended to [`Node::events`].
+    #[default]
+    Full,
+    /// Events are only counted (and send/request outcomes kept in the outcome maps):
+    /// for big runs.
+    CountOnly,
+}
+
+/// Per-node counters, updated as events are drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NodeCounters {
+    /// Messages and requests delivered to a handler (`Event::Message`).
+    pub messages_delivered: u64,
+    /// Payload bytes of those.
+    pub bytes_delivered: u64,
+    /// Of the delivered messages, the requests.
+    pub requests_received: u64,
+    /// Responses sent by the auto-responder.
+    pub responses_sent: u64,
+    /// Auto-responder answers the endpoint refused (`respond` returned an error).
+    pub respond_errors: u64,
+    /// `SendComplete` with `Ok`.
+    pub sends_ok: u64,
+    /// `SendComplete` with `Err`.
+    pub sends_failed: u64,
+    /// `Response` with `Ok`.
+    pub responses_ok: u64,
+    /// `Response` with `Err`.
+    pub responses_failed: u64,
+    /// A second outcome (`SendComplete` or `Response`) for a message id that already had
+    /// one. Always a core bug.
+    pub duplicate_outcomes: u64,
+    /// `SessionUp` events.
+    pub sessions_up: u64,
+    /// `SessionDown` events.
+    pub sessions_down: u64,
+    /// Datagrams handed to the endpoint.
+    pub datagrams_in: u64,
+    /// Datagrams the endpoint emitted.
+    pub datagrams_out: u64,
+    /// Times the endpoint asked for a timer at or before the instant that had just
+    /// fired, more than a few times in a row; the simulator then moves the timer 1 ms
+    /// ahead so that time advances. Nonzero means the endpoint's timer does not settle.
+    pub timer_spins: u64,
+}
+
+/// One simulated endpoint.
+pub struct Node {
+    /// The endpoint. Commands issued on it directly through
+    /// [`Sim::node_mut`](crate::Sim::node_mut) are flushed before the next simulation
+    /// step.
+    pub ep: Endpoint,
+    /// Its peer id.
+    pub peer: PeerId,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its events, in order (empty in [`EventLog::CountOnly`] mode).
+    pub events: Vec<Event>,
+    /// Counters.
+    pub counters: NodeCounters,
+    /// What to keep of the events.
+    pub log: EventLog,
+    pub(crate) responder: Option<Responder>,
+    pub(crate) down: bool,
+    completions: HashMap<MessageId, Result<(), SendError>>,
+    responses: HashMap<MessageId, Result<Bytes, SendError>>,
+    /// Generation of the armed timer (heap entries of older generations are stale).
+    pub(crate) timer_gen: u64,
+    /// The instant the armed timer fires at, if armed.
+    pub(crate) timer_at: Option<Duration>,
+    /// Consecutive timer firings that asked for a timer at or before their own instant.
+    pub(crate) spins: u32,
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("peer", &self.peer)
+            .field("addr", &self.addr)
+            .field("down", &self.down)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    pub(crate) fn new(ep: Endpoint, addr: SocketAddr, log: EventLog) -> Self {
+        Self {
+            peer: ep.local_peer_id(),
+            ep,
+            addr,
+            events: Vec::new(),
+            counters: NodeCounters::default(),
+            log,
+            responder: None,
+            down: false,
+            completions: HashMap::new(),
+            responses: HashMap::new(),
+            timer_gen: 0,
+            timer_at: None,
+            spins: 0,
+        }
+    }
+
+    /// Whether the node is down (see [`Sim::set_node_down`](crate::Sim::set_node_down)).
+    pub fn is_down(&self) -> bool {
+        self.down
+    }
+
+    /// The outcome of `send` `id`, once its `SendComplete` arrived.
+    pub fn completion(&self, id: MessageId) -> Option<&Result<(), SendError>> {
+        self.completions.get(&id)
+    }
+
+    /// The outcome of `request` `id`, once its `Response` arrived.
+    pub fn response(&self, id: MessageId) -> Option<&Result<Bytes, SendError>> {
+        self.responses.get(&id)
+    }
+
+    /// Removes and returns the outcome of `send` `id` (keeps the map small in long runs).
+    pub fn take_completion(&mut self, id: MessageId) -> Option<Result<(), SendError>> {
+        self.completions.remove(&id)
+    }
+
+    /// Removes and returns the outcome of `request` `id`.
+    pub fn take_response(&mut self, id: MessageId) -> Option<Result<Bytes, SendError>> {
+        self.responses.remove(&id)
+    }
+
+    /// Number of send outcomes held (not taken).
+    pub fn completions_held(&self) -> usize {
+        self.completions.len()
+    }
+
+    /// Number of request outcomes held (not taken).
+    pub fn responses_held(&self) -> usize {
+        self.responses.len()
+    }
+
+    /// The messages delivered to this node's handlers (from the event log).
+    pub fn messages(&self) -> impl Iterator<Item = &IncomingMessage> {
+        self.events.iter().filter_map(|e| match e {
+            Event::Message(m) => Some(m),
+            _ => None,
+        })
+    }
+
+    /// Counts, answers (auto-responder) and logs one event drained from the endpoint.
+    pub(crate) fn record(&mut self, now: Instant, ev: Event) {
+        let c = &mut self.counters;
+        match &ev {
+            Event::Message(m) => {
+                c.messages_delivered += 1;
+                c.bytes_delivered += m.payload.len() as u64;
+                if let Some(req) = &m.request {
+                    c.requests_received += 1;
+                    if let Some(answer) = self.responder.as_mut().and_then(|f| f(m)) {
+                        match self.ep.respond(now, req, Ok(answer)) {
+                            Ok(()) => c.responses_sent += 1,
+                            Err(_) => c.respond_errors += 1,
+                        }
+                    }
+                }
+            }
+            Event::SendComplete { id, result } => {
+                if result.is_ok() {
+                    c.sends_ok += 1;
+                } else {
+                    c.sends_failed += 1;
+                }
+                if self.completions.insert(*id, result.clone()).is_some() {
+                    c.duplicate_outcomes += 1;
+                }
+            }
+            Event::Response { id, result } => {
+                if result.is_ok() {
+                    c.responses_ok += 1;
+                } else {
+                    c.responses_failed += 1;
+                }
+                if self.responses.insert(*id, result.clone()).is_some() {
+                    c.duplicate_outcomes += 1;
+                }
+            }
+            Event::SessionUp { .. } => c.sessions_up += 1,
+            Event::SessionDown { .. } => c.sessions_down += 1,
+            _ => {}
+        }
+        if self.log == EventLog::Full {
+            self.events.push(ev);
+        }
+    }
+}

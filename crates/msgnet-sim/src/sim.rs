@@ -1,0 +1,580 @@
+//! The simulator: nodes, links, the virtual clock and the event loop.
+//!
+//! This module owns the event heap and the order of everything. One heap entry is a
+//! datagram arriving at a node or a node's timer, keyed by (virtual time, sequence
+//! number), so ties resolve in scheduling order and a run is a pure function of the
+//! seed and the calls made. After every input to a node (a datagram, a timer, a
+//! command) the node's transmits are routed onto links (`link.rs`), its events recorded
+//! (`node.rs`), and its timer re-armed. Timers are invalidated lazily: a node's
+//! `poll_timeout` is only asked again after that node got input, and stale heap entries
+//! are skipped by generation number, so idle nodes cost nothing.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use libp2p_identity::Keypair;
+use msgnet_core::{Endpoint, EndpointConfig, InboundRequest, IncomingMessage, MessageId, SendError, SendOptions};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use crate::link::{Fate, LinkCounters, LinkParams, LinkState};
+use crate::node::{EventLog, Node, NodeId};
+use crate::trace::{Mark, Trace, TraceRecord};
+
+/// The UNIX time every simulation starts at (2027-01-15), so handshake timestamps are
+/// the same in every run.
+pub const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
+
+/// Longest single `run_until` (keeps virtual instants representable).
+const MAX_RUN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Consecutive same-instant timer requests tolerated before the timer is pushed ahead.
+const SPIN_LIMIT: u32 = 16;
+
+enum Kind {
+    Deliver { from: NodeId, to: NodeId, from_addr: SocketAddr, data: Vec<u8>, digest: u64 },
+    Timer { node: NodeId, gen: u64 },
+}
+
+struct Entry {
+    at: Duration,
+    seq: u64,
+    kind: Kind,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A deterministic network of msgnet endpoints on a virtual clock.
+///
+/// All randomness comes from ChaCha20 streams derived from the seed: the network's
+/// (loss, delay, duplication), the nodes' `EndpointConfig::rng_seed`, and the keys of
+/// [`Sim::add_ed25519_node`]. The same seed and the same calls give the same run, byte
+/// for byte ([`Sim::trace_hash`]).
+pub struct Sim {
+    seed: u64,
+    epoch: Instant,
+    now: Duration,
+    nodes: Vec<Node>,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    default_link: LinkParams,
+    overrides: HashMap<(NodeId, NodeId), LinkParams>,
+    links: HashMap<(NodeId, NodeId), LinkState>,
+    net_rng: ChaCha20Rng,
+    seed_rng: ChaCha20Rng,
+    key_rng: ChaCha20Rng,
+    heap: BinaryHeap<Reverse<Entry>>,
+    seq: u64,
+    trace: Trace,
+    trace_log: Option<Vec<TraceRecord>>,
+    totals: LinkCounters,
+    unroutable: u64,
+    /// Nodes handed out by `node_mut` whose output has not been drained yet.
+    touched: Vec<NodeId>,
+    buf: Vec<u8>,
+    log: EventLog,
+    steps: u64,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("seed", &self.seed)
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.len())
+            .field("pending", &self.heap.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// An empty simulation. The only real clock read: `Instant::now()` once, as the
+    /// virtual epoch (runs never depend on its value).
+    pub fn new(seed: u64) -> Self {
+        let stream = |s| {
+            let mut r = ChaCha20Rng::seed_from_u64(seed);
+            r.set_stream(s);
+            r
+        };
+        Self {
+            seed,
+            epoch: Instant::now(),
+            now: Duration::ZERO,
+            nodes: Vec::new(),
+            by_addr: HashMap::new(),
+            default_link: LinkParams::default(),
+            overrides: HashMap::new(),
+            links: HashMap::new(),
+            net_rng: stream(0),
+            seed_rng: stream(1),
+            key_rng: stream(2),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            trace: Trace::default(),
+            trace_log: None,
+            totals: LinkCounters::default(),
+            unroutable: 0,
+            touched: Vec::new(),
+            buf: Vec::with_capacity(2048),
+            log: EventLog::Full,
+            steps: 0,
+        }
+    }
+
+    /// The seed.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    // ----- nodes ----------------------------------------------------------------------
+
+    /// The address of the `i`-th node: `10.a.b.c:port`, with `a.b.c` the node number
+    /// plus one (so up to 16 million nodes on port 4000, then further ports).
+    pub fn addr_of(i: usize) -> SocketAddr {
+        let n = i as u64 + 1;
+        let ip = Ipv4Addr::new(10, (n >> 16) as u8, (n >> 8) as u8, n as u8);
+        let port = 4000u16.wrapping_add((n >> 24) as u16);
+        SocketAddr::V4(SocketAddrV4::new(ip, port))
+    }
+
+    /// Adds a node with this identity. Its `config.rng_seed` is replaced by one derived
+    /// from the simulation seed; the endpoint is created at the current virtual time with
+    /// UNIX time [`UNIX_START`] plus the virtual time.
+    pub fn add_node(&mut self, keypair: &Keypair, mut config: EndpointConfig) -> NodeId {
+        self.seed_rng.fill_bytes(&mut config.rng_seed);
+        let id = NodeId(self.nodes.len());
+        let addr = Self::addr_of(id.0);
+        let ep = Endpoint::new(config, keypair, self.instant(), UNIX_START + self.now);
+        self.nodes.push(Node::new(ep, addr, self.log));
+        self.by_addr.insert(addr, id);
+        self.rearm(id);
+        id
+    }
+
+    /// Adds a node with an ed25519 identity derived from the simulation seed.
+    pub fn add_ed25519_node(&mut self, config: EndpointConfig) -> NodeId {
+        let kp = self.next_ed25519();
+        self.add_node(&kp, config)
+    }
+
+    fn next_ed25519(&mut self) -> Keypair {
+        loop {
+            let mut secret = [0u8; 32];
+            self.key_rng.fill_bytes(&mut secret);
+            // Every 32-byte string is a valid ed25519 secret; the loop only satisfies
+            // the fallible signature.
+            if let Ok(kp) = Keypair::ed25519_from_bytes(secret) {
+                return kp;
+            }
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Every node id, in order.
+    pub fn node_ids(&self) -> impl Iterator<Item = NodeId> {
+        (0..self.nodes.len()).map(NodeId)
+    }
+
+    /// A node. Panics if `id` is not from this simulation.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id.0]
+    }
+
+    /// A node, mutably (to register protocols, inspect or drive its endpoint directly).
+    /// Whatever the endpoint produces is drained before the next step. Panics if `id`
+    /// is not from this simulation.
+    pub fn node_mut(&mut self, id: NodeId) -> &mut Node {
+        self.touched.push(id);
+        &mut self.nodes[id.0]
+    }
+
+    /// Every node, in id order.
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// Tells `a` that `b` is at `b`'s address.
+    pub fn introduce(&mut self, a: NodeId, b: NodeId) {
+        let (peer, addr) = (self.nodes[b.0].peer, self.nodes[b.0].addr);
+        self.nodes[a.0].ep.add_address(peer, addr);
+    }
+
+    /// Registers `protocol` on `node`.
+    pub fn register(&mut self, node: NodeId, protocol: &str) {
+        self.nodes[node.0].ep.register_protocol(protocol);
+    }
+
+    /// Answers every request `node` receives with `f`'s output (`None`: no answer).
+    pub fn set_responder(
+        &mut self,
+        node: NodeId,
+        f: impl FnMut(&IncomingMessage) -> Option<Bytes> + 'static,
+    ) {
+        self.nodes[node.0].responder = Some(Box::new(f));
+    }
+
+    /// Removes `node`'s auto-responder.
+    pub fn clear_responder(&mut self, node: NodeId) {
+        self.nodes[node.0].responder = None;
+    }
+
+    /// Takes `node` off the network (or puts it back): while down, every datagram from
+    /// it or to it (including those already in flight when they arrive) is dropped. Its
+    /// endpoint keeps running its timers, as a peer that vanished without closing.
+    pub fn set_node_down(&mut self, node: NodeId, down: bool) {
+        self.nodes[node.0].down = down;
+    }
+
+    /// What to keep of events, for every node (existing and future).
+    pub fn set_event_log(&mut self, log: EventLog) {
+        self.log = log;
+        for n in &mut self.nodes {
+            n.log = log;
+        }
+    }
+
+    // ----- links ----------------------------------------------------------------------
+
+    /// The parameters of every link without an override.
+    pub fn set_default_link(&mut self, params: LinkParams) {
+        self.default_link = params;
+    }
+
+    /// Overrides the link from `a` to `b` (one direction).
+    pub fn set_link(&mut self, a: NodeId, b: NodeId, params: LinkParams) {
+        self.overrides.insert((a, b), params);
+    }
+
+    /// Removes the override of the link from `a` to `b`.
+    pub fn clear_link(&mut self, a: NodeId, b: NodeId) {
+        self.overrides.remove(&(a, b));
+    }
+
+    /// The parameters in force from `a` to `b`.
+    pub fn link(&self, a: NodeId, b: NodeId) -> &LinkParams {
+        self.overrides.get(&(a, b)).unwrap_or(&self.default_link)
+    }
+
+    /// Counters of the link from `a` to `b`.
+    pub fn link_counters(&self, a: NodeId, b: NodeId) -> LinkCounters {
+        self.links.get(&(a, b)).map(|l| l.counters).unwrap_or_default()
+    }
+
+    /// Counters of all links together.
+    pub fn totals(&self) -> LinkCounters {
+        self.totals
+    }
+
+    /// Datagrams sent to an address no node has.
+    pub fn unroutable(&self) -> u64 {
+        self.unroutable
+    }
+
+    // ----- time and commands ----------------------------------------------------------
+
+    /// Virtual time since the start.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
+    /// The current virtual time as an `Instant` (for calling endpoint methods directly).
+    pub fn instant(&self) -> Instant {
+        self.epoch + self.now
+    }
+
+    /// Events processed so far (deliveries and timer firings, stale timers excluded).
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The fingerprint of every datagram event so far (see `trace.rs`).
+    pub fn trace_hash(&self) -> u64 {
+        self.trace.value()
+    }
+
+    /// Keeps (or stops keeping) every datagram event in [`Sim::trace_log`].
+    pub fn set_trace_log(&mut self, on: bool) {
+        if on != self.trace_log.is_some() {
+            self.trace_log = on.then(Vec::new);
+        }
+    }
+
+    /// The datagram events recorded since [`Sim::set_trace_log`] was turned on.
+    pub fn trace_log(&self) -> &[TraceRecord] {
+        self.trace_log.as_deref().unwrap_or(&[])
+    }
+
+    fn mark(&mut self, mark: Mark, from: NodeId, to: usize, len: usize, digest: u64) {
+        self.trace.record(mark, self.now, from.0, to, digest);
+        if let Some(log) = &mut self.trace_log {
+            log.push(TraceRecord { mark, at: self.now, from: from.0, to, len, digest });
+        }
+    }
+
+    /// `from` sends a message to `to` (see `Endpoint::send`).
+    pub fn send(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        protocol: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let (now, peer) = (self.instant(), self.nodes[to.0].peer);
+        let r = self.nodes[from.0].ep.send(now, peer, protocol, payload.into(), opts);
+        self.after_input(from);
+        r
+    }
+
+    /// `from` sends a request to `to` (see `Endpoint::request`); the outcome lands in
+    /// [`Node::response`].
+    pub fn request(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        protocol: &str,
+        payload: impl Into<Bytes>,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        let (now, peer) = (self.instant(), self.nodes[to.0].peer);
+        let r = self.nodes[from.0].ep.request(now, peer, protocol, payload.into(), opts);
+        self.after_input(from);
+        r
+    }
+
+    /// `node` answers an inbound request.
+    pub fn respond(
+        &mut self,
+        node: NodeId,
+        request: &InboundRequest,
+        result: Result<Bytes, (u8, String)>,
+    ) -> Result<(), SendError> {
+        let now = self.instant();
+        let r = self.nodes[node.0].ep.respond(now, request, result);
+        self.after_input(node);
+        r
+    }
+
+    // ----- the event loop -------------------------------------------------------------
+
+    /// Processes the next event. Returns false when nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        self.flush_touched();
+        let Some(Reverse(e)) = self.heap.pop() else { return false };
+        self.now = self.now.max(e.at);
+        match e.kind {
+            Kind::Deliver { from, to, from_addr, mut data, digest } => {
+                self.steps += 1;
+                if self.nodes[from.0].down || self.nodes[to.0].down {
+                    self.count(from, to, |c| c.dropped_down += 1);
+                    self.mark(Mark::Down, from, to.0, data.len(), digest);
+                    return true;
+                }
+                let len = data.len() as u64;
+                self.count(from, to, |c| {
+                    c.delivered += 1;
+                    c.bytes_delivered += len;
+                });
+                self.mark(Mark::Delivered, from, to.0, data.len(), digest);
+                let now = self.instant();
+                let n = &mut self.nodes[to.0];
+                n.counters.datagrams_in += 1;
+                n.ep.handle_datagram(now, from_addr, &mut data);
+                self.after_input(to);
+            }
+            Kind::Timer { node, gen } => {
+                let now = self.instant();
+                let n = &mut self.nodes[node.0];
+                if n.timer_gen != gen {
+                    return true;
+                }
+                self.steps += 1;
+                n.timer_at = None;
+                n.ep.handle_timeout(now);
+                self.after_input(node);
+            }
+        }
+        true
+    }
+
+    /// The virtual time of the next scheduled event, if any.
+    pub fn next_event_time(&self) -> Option<Duration> {
+        self.heap.peek().map(|Reverse(e)| e.at)
+    }
+
+    /// Runs until `pred` holds (checked before every event) or `limit` of virtual time
+    /// has passed (at most ten years); returns whether `pred` held. On a time-out the
+    /// clock stands at the limit.
+    pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
+        let end = self.now.saturating_add(limit.min(MAX_RUN));
+        loop {
+            self.flush_touched();
+            if pred(self) {
+                return true;
+            }
+            match self.next_event_time() {
+                Some(t) if t <= end => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(end);
+                    return pred(self);
+                }
+            }
+        }
+    }
+
+    /// Runs for `d` of virtual time.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    fn flush_touched(&mut self) {
+        while let Some(id) = self.touched.pop() {
+            if id.0 < self.nodes.len() {
+                self.after_input(id);
+            }
+        }
+    }
+
+    fn push(&mut self, at: Duration, kind: Kind) {
+        self.seq += 1;
+        self.heap.push(Reverse(Entry { at, seq: self.seq, kind }));
+    }
+
+    /// Drains `id`'s transmits and events (answers can produce more transmits), then
+    /// re-arms its timer.
+    fn after_input(&mut self, id: NodeId) {
+        let now = self.instant();
+        let mut buf = std::mem::take(&mut self.buf);
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.nodes[id.0].ep.poll_transmit(now, &mut buf) {
+                progressed = true;
+                self.nodes[id.0].counters.datagrams_out += 1;
+                let size = t.size.min(buf.len());
+                self.route(id, t.destination, &buf[..size]);
+            }
+            while let Some(ev) = self.nodes[id.0].ep.poll_event() {
+                progressed = true;
+                self.nodes[id.0].record(now, ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+        self.buf = buf;
+        self.rearm(id);
+    }
+
+    fn rearm(&mut self, id: NodeId) {
+        let now = self.now;
+        let epoch = self.epoch;
+        let n = &mut self.nodes[id.0];
+        let Some(t) = n.ep.poll_timeout() else {
+            n.timer_at = None;
+            n.timer_gen += 1;
+            return;
+        };
+        let mut at = t.saturating_duration_since(epoch);
+        if at <= now {
+            n.spins += 1;
+            if n.spins > SPIN_LIMIT {
+                n.counters.timer_spins += 1;
+                n.spins = 0;
+                at = now + Duration::from_millis(1);
+            }
+        } else {
+            n.spins = 0;
+        }
+        let at = at.max(now);
+        if n.timer_at == Some(at) {
+            return;
+        }
+        n.timer_at = Some(at);
+        n.timer_gen += 1;
+        let gen = n.timer_gen;
+        self.push(at, Kind::Timer { node: id, gen });
+    }
+
+    /// Applies `f` to the counters of the link from `from` to `to` and to the totals.
+    fn count(&mut self, from: NodeId, to: NodeId, f: impl Fn(&mut LinkCounters)) {
+        f(&mut self.links.entry((from, to)).or_default().counters);
+        f(&mut self.totals);
+    }
+
+    /// Puts one datagram from `from` on the link to its destination.
+    fn route(&mut self, from: NodeId, dst: SocketAddr, data: &[u8]) {
+        let (digest, len, now) = (Trace::digest(data), data.len(), self.now);
+        let Some(&to) = self.by_addr.get(&dst) else {
+            self.unroutable += 1;
+            self.mark(Mark::Unroutable, from, usize::MAX, len, digest);
+            return;
+        };
+        self.mark(Mark::Sent, from, to.0, len, digest);
+        if self.nodes[from.0].down {
+            self.count(from, to, |c| {
+                c.sent += 1;
+                c.bytes_sent += len as u64;
+                c.dropped_down += 1;
+            });
+            self.mark(Mark::Down, from, to.0, len, digest);
+            return;
+        }
+        let params = self.overrides.get(&(from, to)).unwrap_or(&self.default_link);
+        let link = self.links.entry((from, to)).or_default();
+        let before = link.counters;
+        let fate = link.transmit(params, &mut self.net_rng, now, len);
+        let after = link.counters;
+        self.totals.add(&LinkCounters {
+            sent: after.sent - before.sent,
+            bytes_sent: after.bytes_sent - before.bytes_sent,
+            delivered: 0,
+            bytes_delivered: 0,
+            dropped_loss: after.dropped_loss - before.dropped_loss,
+            dropped_queue: after.dropped_queue - before.dropped_queue,
+            dropped_down: 0,
+            duplicated: after.duplicated - before.duplicated,
+        });
+        let from_addr = self.nodes[from.0].addr;
+        match fate {
+            Fate::Lost => self.mark(Mark::Lost, from, to.0, len, digest),
+            Fate::QueueFull => self.mark(Mark::QueueFull, from, to.0, len, digest),
+            Fate::Deliver { at, dup } => {
+                if let Some(d) = dup {
+                    self.mark(Mark::Duplicated, from, to.0, len, digest);
+                    let data = data.to_vec();
+                    self.push(d, Kind::Deliver { from, to, from_addr, data, digest });
+                }
+                let data = data.to_vec();
+                self.push(at, Kind::Deliver { from, to, from_addr, data, digest });
+            }
+        }
+    }
+}
