@@ -9,6 +9,8 @@
 //! around the largest number seen in packets numbered below the packet's own (see
 //! `msgnet_core` `channel.rs`).
 
+mod common;
+
 use std::time::Duration;
 
 use common::*;
