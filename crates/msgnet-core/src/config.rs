@@ -94,6 +94,10 @@ pub struct EndpointConfig {
     /// An unreliable fragmented message incomplete this long after its first fragment is
     /// dropped whole. Default 2 s.
     pub unreliable_reassembly_timeout: Duration,
+    /// An unreliable message not entirely handed to the network this long after `send`
+    /// is dropped (its `send` fails with `TimedOut`): unreliable data is never sent
+    /// late. Default 2 s.
+    pub unreliable_deadline: Duration,
     /// Bytes of unacknowledged outbound payload per session before `send` reports
     /// `Backpressure` (a single message larger than this is still accepted when nothing
     /// else is in flight). Default 64 MiB.
@@ -130,6 +134,7 @@ impl Default for EndpointConfig {
             reassembly_timeout: Duration::from_secs(30),
             unreliable_reassembly_timeout: Duration::from_secs(2),
             max_send_buffer: 64 << 20,
+            unreliable_deadline: Duration::from_secs(2),
         }
     }
 }

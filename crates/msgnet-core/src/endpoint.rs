@@ -393,7 +393,12 @@ impl Endpoint {
         }
         let idx = self.session_for(now, peer)?;
         let id = MessageId(self.next_message_id);
-        let deadline = now + self.config.send_timeout;
+        let deadline = now
+            + if opts.delivery == crate::Delivery::Unreliable {
+                self.config.unreliable_deadline
+            } else {
+                self.config.send_timeout
+            };
         let max = self.config.max_in_flight_messages;
         let buffer = self.config.max_send_buffer;
         let s = self.sessions.get_mut(&idx).ok_or(SendError::Closed)?;
@@ -498,6 +503,8 @@ impl Endpoint {
                 srtt: s.srtt(),
                 packets_sent: s.packets_sent,
                 packets_received: s.packets_received,
+                cwnd: s.cwnd(),
+                bytes_in_flight: s.bytes_in_flight(),
             })
             .collect()
     }

@@ -113,4 +113,8 @@ pub struct SessionInfo {
     pub packets_sent: u64,
     /// Packets received.
     pub packets_received: u64,
+    /// Congestion window, bytes.
+    pub cwnd: u64,
+    /// Bytes of ack-eliciting packets in flight.
+    pub bytes_in_flight: u64,
 }

@@ -25,6 +25,7 @@
 //!
 //! Every input may produce output, so steps 2-4 follow every input.
 
+mod cc;
 mod channel;
 pub mod config;
 pub mod crypto;

@@ -102,20 +102,21 @@ fn unreliable_large_message_arrives_or_is_dropped_whole() {
 
 #[test]
 fn reassembly_memory_is_bounded_against_first_fragments_only() {
-    // A peer that sends one fragment of each of many large messages and never the rest.
+    // A peer whose large messages never complete: of each 64 KiB message only the first
+    // packet arrives. (Unreliable messages, so that nothing is retransmitted and each
+    // message leaves one partial behind; reliable and unreliable partials count against
+    // the same bounds.)
     let mut cb = config(31);
     cb.max_reassembly_per_session = 256 << 10;
-    cb.max_message_size = 64 << 10;
-    cb.reassembly_timeout = Duration::from_secs(5);
+    cb.max_message_size = 256 << 10;
+    cb.unreliable_reassembly_timeout = Duration::from_secs(10);
     let mut ca = config(30);
-    ca.max_message_size = 64 << 10;
-    ca.send_timeout = Duration::from_secs(600);
+    ca.unreliable_deadline = Duration::from_millis(300);
     let mut p = Pair::new(Keypair::generate_ed25519(), Keypair::generate_ed25519(), ca, cb);
     p.b.ep.register_protocol(P);
     let now = p.now;
     let id = p.a.ep.send(now, p.b.peer, P, Bytes::from_static(b"hi"), SendOptions::default()).unwrap();
     assert!(p.run_until(Duration::from_secs(2), |p| completion_of(&p.a, id).is_some()));
-    // Let exactly one big data packet through after each send.
     let allow = std::rc::Rc::new(std::cell::Cell::new(false));
     let gate = allow.clone();
     p.drop = Box::new(move |s, _, d| {
@@ -124,18 +125,51 @@ fn reassembly_memory_is_bounded_against_first_fragments_only() {
         }
         false
     });
+    let unreliable = SendOptions { delivery: Delivery::Unreliable, early_data: true };
     let mut peak = 0;
-    for i in 0..20u8 {
+    for i in 0..12u8 {
         allow.set(true);
         let now = p.now;
-        p.a.ep.send(now, p.b.peer, P, pattern(64 << 10, i), SendOptions::default()).unwrap();
-        p.run_for(Duration::from_millis(30));
+        p.a.ep.send(now, p.b.peer, P, pattern(64 << 10, i), unreliable).unwrap();
+        // Long enough for the whole message to leave under a loss-shrunk window.
+        p.run_for(Duration::from_secs(1));
         peak = peak.max(p.b.ep.reassembly_bytes());
     }
     assert_eq!(peak, 256 << 10, "four 64 KiB partials fill the per-session bound, and no more");
-    assert!(p.b.ep.stats().dropped(DropReason::ReassemblyLimit) >= 10);
-    // Partials that make no progress are dropped after the reassembly timeout.
+    assert!(p.b.ep.stats().dropped(DropReason::ReassemblyLimit) >= 5);
+    // Partials are dropped whole at their deadline.
     p.drop = Box::new(|s, _, _| s == Side::A);
-    p.run_for(Duration::from_secs(6));
+    p.run_for(Duration::from_secs(11));
     assert_eq!(p.b.ep.reassembly_bytes(), 0);
+}
+
+#[test]
+fn unreliable_messages_are_never_sent_after_their_deadline() {
+    let mut ca = config(40);
+    ca.unreliable_deadline = Duration::from_millis(50);
+    let mut p = Pair::new(Keypair::generate_ed25519(), Keypair::generate_ed25519(), ca, config(41));
+    p.b.ep.register_protocol(P);
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, Bytes::from_static(b"hi"), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(2), |p| completion_of(&p.a, id).is_some()));
+    // Nothing gets through for a while: the congestion window fills and stays full.
+    p.drop = Box::new(|s, _, _| s == Side::A);
+    let unreliable = SendOptions { delivery: Delivery::Unreliable, early_data: true };
+    let now = p.now;
+    let ids: Vec<_> = (0..40u8)
+        .map(|i| p.a.ep.send(now, p.b.peer, P, pattern(20_000, i), unreliable).unwrap())
+        .collect();
+    p.run_for(Duration::from_millis(200));
+    let timed_out = ids
+        .iter()
+        .filter(|id| completion_of(&p.a, **id) == Some(Err(msgnet_core::SendError::TimedOut)))
+        .count();
+    assert!(timed_out > 0, "messages still queued at their deadline are dropped");
+    assert!(ids.iter().all(|id| completion_of(&p.a, *id).is_some()), "every send has an outcome");
+    // The session survives: dropping unreliable data is not a failure of the peer.
+    p.drop = Box::new(|_, _, _| false);
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, Bytes::from_static(b"after"), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(5), |p| completion_of(&p.a, id).is_some()));
+    assert_eq!(completion_of(&p.a, id).unwrap(), Ok(()));
 }

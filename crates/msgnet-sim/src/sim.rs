@@ -77,6 +77,8 @@ pub struct Sim {
     default_link: LinkParams,
     overrides: HashMap<(NodeId, NodeId), LinkParams>,
     links: HashMap<(NodeId, NodeId), LinkState>,
+    /// Directed links that use another link's parameters and state (a shared bottleneck).
+    shared: HashMap<(NodeId, NodeId), (NodeId, NodeId)>,
     net_rng: ChaCha20Rng,
     seed_rng: ChaCha20Rng,
     key_rng: ChaCha20Rng,
@@ -122,6 +124,7 @@ impl Sim {
             default_link: LinkParams::default(),
             overrides: HashMap::new(),
             links: HashMap::new(),
+            shared: HashMap::new(),
             net_rng: stream(0),
             seed_rng: stream(1),
             key_rng: stream(2),
@@ -264,6 +267,15 @@ impl Sim {
     /// The parameters of every link without an override.
     pub fn set_default_link(&mut self, params: LinkParams) {
         self.default_link = params;
+    }
+
+    /// Makes the directed link `a → b` use the parameters and the state (queue, loss
+    /// channel, counters) of `via_a → via_b`: datagrams of both pairs share one
+    /// bottleneck, as flows through one router port do.
+    pub fn share_link(&mut self, a: NodeId, b: NodeId, via_a: NodeId, via_b: NodeId) {
+        if (a, b) != (via_a, via_b) {
+            self.shared.insert((a, b), (via_a, via_b));
+        }
     }
 
     /// Overrides the link from `a` to `b` (one direction).
@@ -547,8 +559,9 @@ impl Sim {
             self.mark(Mark::Down, from, to.0, len, digest);
             return;
         }
-        let params = self.overrides.get(&(from, to)).unwrap_or(&self.default_link);
-        let link = self.links.entry((from, to)).or_default();
+        let key = self.shared.get(&(from, to)).copied().unwrap_or((from, to));
+        let params = self.overrides.get(&key).unwrap_or(&self.default_link);
+        let link = self.links.entry(key).or_default();
         let before = link.counters;
         let fate = link.transmit(params, &mut self.net_rng, now, len);
         let after = link.counters;

@@ -131,6 +131,6 @@ fn unreliable_is_never_duplicated() {
             assert!(got as u32 > f.total / 2, "seed {seed}: flow {fi} only {got} of {} arrived", f.total);
             println!("seed {seed}: flow {fi}: {got} of {} unreliable messages arrived", f.total);
         }
-        assert!(sim.totals().duplicated > 100);
+        assert!(sim.totals().duplicated > 10, "the links duplicated datagrams");
     }
 }

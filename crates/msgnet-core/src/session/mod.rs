@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use libp2p_identity::PeerId;
 
+use crate::cc::Congestion;
 use crate::channel::{Accept, FragInfo, InChannel, OutChannel, OutKind, OutMessage};
 use crate::crypto::PacketKey;
 use crate::ranges::RangeSet;
@@ -27,6 +28,9 @@ use crate::{
     Delivery, DropReason, EndpointConfig, EndpointStats, Event, InboundRequest, IncomingMessage,
     MessageId, SendError, SessionId,
 };
+
+/// Longest retransmission timeout, however many timeouts in a row.
+const MAX_RTO: Duration = Duration::from_secs(60);
 
 /// Shared endpoint state a session may touch while it works.
 pub(crate) struct Ctx<'a> {
@@ -129,6 +133,9 @@ pub(crate) struct Session {
     sent: BTreeMap<u64, SentPacket>,
     rtt: RttEstimator,
     rto_backoff: u32,
+    cc: Congestion,
+    /// Pacing holds payload until this instant.
+    pacing_until: Option<Instant>,
     out_channels: HashMap<Arc<str>, OutChannel>,
     out_by_int: HashMap<u16, Arc<str>>,
     next_int: u16,
@@ -194,6 +201,8 @@ impl Session {
             sent: BTreeMap::new(),
             rtt: RttEstimator::default(),
             rto_backoff: 0,
+            cc: Congestion::new(1200),
+            pacing_until: None,
             out_channels: HashMap::new(),
             out_by_int: HashMap::new(),
             next_int: 1,
@@ -222,6 +231,14 @@ impl Session {
 
     pub(crate) fn established(&self) -> bool {
         self.keys.is_some()
+    }
+
+    pub(crate) fn cwnd(&self) -> u64 {
+        self.cc.window()
+    }
+
+    pub(crate) fn bytes_in_flight(&self) -> u64 {
+        self.cc.in_flight()
     }
 
     pub(crate) fn srtt(&self) -> Option<Duration> {
@@ -360,6 +377,11 @@ impl Session {
         }
         self.rto_backoff = 0;
         self.confirmed = true;
+        for (_, p) in &newly {
+            if p.size > 0 {
+                self.cc.on_ack(p.time, p.size);
+            }
+        }
         for (_, p) in newly {
             let inits = p.messages.iter().filter_map(|(_, _, i)| *i).chain(p.inits.iter().copied());
             for int in inits {
@@ -437,12 +459,15 @@ impl Session {
             .map(|(pn, _)| *pn)
             .collect();
         for pn in lost {
-            self.packet_lost(ctx, pn);
+            self.packet_lost(now, ctx, pn);
         }
     }
 
-    fn packet_lost(&mut self, ctx: &mut Ctx<'_>, pn: u64) {
+    fn packet_lost(&mut self, now: Instant, ctx: &mut Ctx<'_>, pn: u64) {
         let Some(p) = self.sent.remove(&pn) else { return };
+        if p.size > 0 {
+            self.cc.on_loss(now, p.time, p.size);
+        }
         // Counted only when something is sent again (unreliable content is not).
         if !p.messages.is_empty() || p.ping {
             ctx.stats.retransmissions += 1;
@@ -463,7 +488,7 @@ impl Session {
         }
         let oldest = self.sent.values().find(|p| p.ack_eliciting)?;
         let rto = self.rtt.rto(ctx_config.max_ack_delay) * 2u32.saturating_pow(self.rto_backoff.min(10));
-        Some(oldest.time + rto)
+        Some(oldest.time + rto.min(MAX_RTO))
     }
 
     /// The earliest instant at which the session needs `on_timeout`.
@@ -478,8 +503,11 @@ impl Session {
             consider(self.ack_deadline.map(|d| d + config.max_ack_delay));
         }
         consider(self.rto_deadline(config));
-        consider(self.messages.values().next().map(|m| m.deadline));
+        consider(self.messages.values().map(|m| m.deadline).min());
         consider(self.reassembly_deadline());
+        if !self.queue.is_empty() || self.ping_pending {
+            consider(self.pacing_until);
+        }
         if self.established() {
             consider(Some(self.last_tx + config.keepalive_interval));
             consider(Some(self.last_rx + config.idle_timeout));
@@ -490,9 +518,21 @@ impl Session {
     /// Runs timers. Returns `Some(reason)` when the session must close.
     pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<SendError> {
         self.expire_reassembly(now, ctx);
-        if let Some(m) = self.messages.values().next() {
-            if m.deadline <= now {
+        // Unreliable messages past their deadline are dropped; a reliable one past its
+        // deadline means the peer is unresponsive: the session closes.
+        let expired: Vec<(u64, bool)> = self
+            .messages
+            .iter()
+            .filter(|(_, m)| m.deadline <= now)
+            .map(|(k, m)| (*k, m.delivery == Delivery::Unreliable))
+            .collect();
+        for (key, unreliable) in expired {
+            if !unreliable {
                 return Some(SendError::TimedOut);
+            }
+            if let Some(m) = self.take_message(key) {
+                self.unqueue(key);
+                fail_message(ctx, &m, SendError::TimedOut);
             }
         }
         if self.established() && now >= self.last_rx + ctx.config.idle_timeout {
@@ -507,8 +547,12 @@ impl Session {
                     .filter(|(_, p)| p.time + rto <= now)
                     .map(|(pn, _)| *pn)
                     .collect();
+                let any = !lost.is_empty();
                 for pn in lost {
-                    self.packet_lost(ctx, pn);
+                    self.packet_lost(now, ctx, pn);
+                }
+                if any {
+                    self.cc.on_timeout(now);
                 }
                 self.rto_backoff += 1;
             }

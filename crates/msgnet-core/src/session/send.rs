@@ -34,6 +34,23 @@ impl Session {
         early_only: bool,
         force_ack: bool,
     ) -> bool {
+        self.write_frames_gated(now, ctx, out, limit, pn, early_only, force_ack, true)
+    }
+
+    /// [`Session::write_frames`], with `allow_payload` false when congestion control
+    /// holds back everything but acknowledgements and RESETs.
+    #[allow(clippy::too_many_arguments)]
+    fn write_frames_gated(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        out: &mut Vec<u8>,
+        limit: usize,
+        pn: u64,
+        early_only: bool,
+        force_ack: bool,
+        allow_payload: bool,
+    ) -> bool {
         let start = out.len();
         let room = |out: &Vec<u8>| limit.saturating_sub(out.len() - start);
         let mut sent = SentPacket {
@@ -53,7 +70,7 @@ impl Session {
             f.encode(out);
             self.control.pop_front();
         }
-        let other = !self.queue.is_empty() || self.ping_pending || out.len() > start;
+        let other = (allow_payload && (!self.queue.is_empty() || self.ping_pending)) || out.len() > start;
         if self.ack_pending && (other || force_ack || self.ack_due(now, ctx.config)) && !self.rx_ranges.is_empty() {
             let delay = self
                 .largest_rx_time
@@ -70,7 +87,7 @@ impl Session {
                 self.ack_deadline = None;
             }
         }
-        if self.ping_pending && room(out) >= 1 {
+        if allow_payload && self.ping_pending && room(out) >= 1 {
             Frame::Ping.encode(out);
             self.ping_pending = false;
             sent.ping = true;
@@ -79,7 +96,7 @@ impl Session {
         let mut last: Option<Planned> = None;
         let mut unreliable_done: Vec<u64> = Vec::new();
         while let Some(&(key, frag)) = self.queue.front() {
-            if last.is_some() && !ctx.config.coalesce {
+            if !allow_payload || (last.is_some() && !ctx.config.coalesce) {
                 break;
             }
             let Some(m) = self.messages.get(&key) else {
@@ -188,8 +205,7 @@ impl Session {
             return false;
         }
         if sent.ack_eliciting || !sent.messages.is_empty() {
-            sent.size = out.len() - start + 8 + wire::TAG_LEN;
-            self.sent.insert(pn, sent);
+            self.sent.insert(pn, sent); // size 0: only data packets count for congestion
         }
         true
     }
@@ -204,7 +220,21 @@ impl Session {
         if !self.can_send_data() {
             return None;
         }
-        if !self.has_payload_to_send() && !self.ack_due(now, ctx.config) {
+        // Congestion control and pacing gate everything ack-eliciting.
+        let mut allow = true;
+        if !self.queue.is_empty() || self.ping_pending {
+            let size = ctx.config.max_udp_payload;
+            if !self.cc.window_allows(size) {
+                allow = false;
+            } else if let Some(t) = self.cc.pacing_delay(now, self.rtt.get(), size) {
+                allow = false;
+                self.pacing_until = Some(t);
+            } else {
+                self.pacing_until = None;
+            }
+        }
+        let payload = allow && self.has_payload_to_send();
+        if !payload && self.control.is_empty() && !self.ack_due(now, ctx.config) {
             return None;
         }
         self.maybe_rekey(now, ctx.config);
@@ -222,7 +252,7 @@ impl Session {
         header.encode(buf);
         let hlen = buf.len();
         let limit = ctx.config.max_udp_payload.saturating_sub(hlen + wire::TAG_LEN);
-        if !self.write_frames(now, ctx, buf, limit, pn, false, false) {
+        if !self.write_frames_gated(now, ctx, buf, limit, pn, false, false, allow) {
             buf.clear();
             return None;
         }
@@ -238,6 +268,10 @@ impl Session {
             return None;
         }
         keys.send_count += 1;
+        if let Some(p) = self.sent.get_mut(&pn) {
+            p.size = buf.len();
+            self.cc.on_sent(buf.len());
+        }
         self.next_pn += 1;
         self.packets_sent += 1;
         self.last_tx = now;
