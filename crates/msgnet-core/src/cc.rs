@@ -20,7 +20,8 @@ pub(crate) struct Congestion {
     in_flight: u64,
     /// Losses of packets sent before this instant belong to the current recovery.
     recovery_start: Option<Instant>,
-    tokens: u64,
+    /// Pacing tokens, in bytes (fractional: refills every microsecond must add up).
+    tokens: f64,
     last_refill: Option<Instant>,
 }
 
@@ -34,7 +35,7 @@ impl Congestion {
             ssthresh: u64::MAX,
             in_flight: 0,
             recovery_start: None,
-            tokens: BURST_PACKETS * mss,
+            tokens: (BURST_PACKETS * mss) as f64,
             last_refill: None,
         }
     }
@@ -62,13 +63,12 @@ impl Congestion {
     }
 
     fn refill(&mut self, now: Instant, srtt: Duration) {
-        let cap = (BURST_PACKETS * self.mss).max(self.cwnd / 4);
+        let cap = (BURST_PACKETS * self.mss).max(self.cwnd / 4) as f64;
         match self.last_refill {
             None => self.tokens = cap,
             Some(t) => {
                 let dt = now.saturating_duration_since(t).as_secs_f64();
-                let add = (self.rate(srtt) * dt) as u64;
-                self.tokens = (self.tokens.saturating_add(add)).min(cap);
+                self.tokens = (self.tokens + self.rate(srtt) * dt).min(cap);
             }
         }
         self.last_refill = Some(now);
@@ -77,18 +77,18 @@ impl Congestion {
     /// `None` if a packet of `bytes` may leave now; otherwise when it may.
     pub(crate) fn pacing_delay(&mut self, now: Instant, srtt: Duration, bytes: usize) -> Option<Instant> {
         self.refill(now, srtt);
-        let bytes = bytes as u64;
+        let bytes = bytes as f64;
         if self.tokens >= bytes {
             return None;
         }
-        let missing = (bytes - self.tokens) as f64;
+        let missing = bytes - self.tokens;
         let wait = Duration::from_secs_f64(missing / self.rate(srtt));
         Some(now + wait.max(Duration::from_micros(1)))
     }
 
     pub(crate) fn on_sent(&mut self, bytes: usize) {
         self.in_flight += bytes as u64;
-        self.tokens = self.tokens.saturating_sub(bytes as u64);
+        self.tokens = (self.tokens - bytes as f64).max(0.0);
     }
 
     pub(crate) fn on_ack(&mut self, sent: Instant, bytes: usize) {
@@ -102,6 +102,11 @@ impl Congestion {
         } else {
             self.cwnd += (self.mss * bytes / self.cwnd).max(1);
         }
+    }
+
+    /// Removes a packet from the bytes in flight without a congestion signal.
+    pub(crate) fn forget(&mut self, bytes: usize) {
+        self.in_flight = self.in_flight.saturating_sub(bytes as u64);
     }
 
     /// A packet sent at `sent` was declared lost at `now`.

@@ -45,6 +45,11 @@ pub struct EndpointConfig {
     pub rng_seed: [u8; 32],
     /// Largest UDP payload sent before path MTU discovery. Default 1200.
     pub max_udp_payload: usize,
+    /// Largest UDP payload path MTU discovery probes for (binary search from
+    /// `max_udp_payload` up to this; equal values turn probing off). Default 1452 (an
+    /// Ethernet path over IPv6). Datagrams are sent with "don't fragment": a probe too
+    /// large for the path is lost, never fragmented.
+    pub max_udp_payload_probe: usize,
     /// Pad the initiation packet up to this many bytes so that the responder's
     /// anti-amplification budget can carry a reply in the response packet. Default 1200.
     pub initiation_padding: usize,
@@ -112,6 +117,7 @@ impl Default for EndpointConfig {
         Self {
             rng_seed: [0; 32],
             max_udp_payload: 1200,
+            max_udp_payload_probe: 1452,
             initiation_padding: 1200,
             keepalive_interval: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(60),

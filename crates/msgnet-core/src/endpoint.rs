@@ -124,8 +124,8 @@ impl Endpoint {
     }
 
     /// (largest payload sent as one message frame, payload per fragment) for `protocol`.
-    pub(crate) fn frag_sizes(&self, protocol: &str) -> (usize, usize) {
-        let room = self.config.max_udp_payload.saturating_sub(8 + wire::TAG_LEN);
+    pub(crate) fn frag_sizes(protocol: &str, mtu: usize) -> (usize, usize) {
+        let room = mtu.saturating_sub(8 + wire::TAG_LEN);
         let single = room.saturating_sub(worst_frame_overhead(protocol, room));
         let frag = room.saturating_sub(worst_fragment_overhead(protocol));
         (single, frag.max(64))
@@ -387,7 +387,6 @@ impl Endpoint {
         if payload.len() > limit {
             return Err(SendError::MessageTooLarge { size: payload.len(), limit });
         }
-        let frag = self.frag_sizes(protocol);
         if peer == self.local_peer_id() {
             return Err(SendError::Unreachable("cannot send to self".into()));
         }
@@ -402,6 +401,7 @@ impl Endpoint {
         let max = self.config.max_in_flight_messages;
         let buffer = self.config.max_send_buffer;
         let s = self.sessions.get_mut(&idx).ok_or(SendError::Closed)?;
+        let frag = Self::frag_sizes(protocol, s.mtu);
         if s.in_flight() >= max
             || (s.in_flight() > 0 && s.buffered_bytes() + payload.len() > buffer)
         {
@@ -460,8 +460,8 @@ impl Endpoint {
         if payload.len() > limit {
             return Err(SendError::MessageTooLarge { size: payload.len(), limit });
         }
-        let frag = self.frag_sizes(&request.protocol);
         let s = self.sessions.get_mut(&idx).ok_or(SendError::UnknownRequest)?;
+        let frag = Self::frag_sizes(&request.protocol, s.mtu);
         s.enqueue(None, request.protocol.clone(), kind, crate::Delivery::Reliable, payload, true, deadline, frag)?;
         self.mark_dirty(idx);
         Ok(())
@@ -505,6 +505,7 @@ impl Endpoint {
                 packets_received: s.packets_received,
                 cwnd: s.cwnd(),
                 bytes_in_flight: s.bytes_in_flight(),
+                mtu: s.mtu,
             })
             .collect()
     }

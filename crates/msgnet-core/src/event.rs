@@ -117,4 +117,6 @@ pub struct SessionInfo {
     pub cwnd: u64,
     /// Bytes of ack-eliciting packets in flight.
     pub bytes_in_flight: u64,
+    /// Largest UDP payload confirmed on the path (path MTU discovery).
+    pub mtu: usize,
 }

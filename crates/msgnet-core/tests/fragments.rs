@@ -173,3 +173,37 @@ fn unreliable_messages_are_never_sent_after_their_deadline() {
     assert!(p.run_until(Duration::from_secs(5), |p| completion_of(&p.a, id).is_some()));
     assert_eq!(completion_of(&p.a, id).unwrap(), Ok(()));
 }
+
+#[test]
+fn path_mtu_discovery_finds_the_path_and_never_relies_on_fragmentation() {
+    // A path that carries at most 1300 bytes of UDP payload (larger datagrams vanish,
+    // as with "don't fragment" on a narrow link).
+    let mut p = Pair::default_ed25519();
+    p.b.ep.register_protocol(P);
+    p.drop = Box::new(|_, _, d| d.len() > 1300);
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, Bytes::from_static(b"hi"), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(2), |p| completion_of(&p.a, id).is_some()));
+    p.run_for(Duration::from_secs(10));
+    let mtu = p.a.ep.sessions(&p.b.peer)[0].mtu;
+    assert!((1284..=1300).contains(&mtu), "found {mtu}");
+    // Large messages now use the discovered size, and none of their packets is lost.
+    let before = p.log.len();
+    let msg = pattern(200_000, 5);
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, msg.clone(), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(10), |p| completion_of(&p.a, id).is_some()));
+    assert_eq!(p.messages(Side::B).last().unwrap().payload, msg);
+    let big = p.log[before..].iter().filter(|(s, d)| *s == Side::A && d.len() > 1200).count();
+    let too_big = p.log[before..].iter().filter(|(s, d)| *s == Side::A && d.len() > 1300).count();
+    assert!(big > 100, "packets above 1200 bytes are used");
+    assert_eq!(too_big, 0);
+    // On a wide path the search reaches the configured ceiling.
+    let mut p = Pair::default_ed25519();
+    p.b.ep.register_protocol(P);
+    let now = p.now;
+    let id = p.a.ep.send(now, p.b.peer, P, Bytes::from_static(b"hi"), SendOptions::default()).unwrap();
+    assert!(p.run_until(Duration::from_secs(2), |p| completion_of(&p.a, id).is_some()));
+    p.run_for(Duration::from_secs(5));
+    assert_eq!(p.a.ep.sessions(&p.b.peer)[0].mtu, 1452);
+}

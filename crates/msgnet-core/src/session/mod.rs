@@ -32,6 +32,61 @@ use crate::{
 /// Longest retransmission timeout, however many timeouts in a row.
 const MAX_RTO: Duration = Duration::from_secs(60);
 
+/// Path MTU search (DPLPMTUD-style, RFC 8899): binary search between the confirmed size
+/// and the configured ceiling, one probe in flight, three tries per size.
+#[derive(Debug, Default)]
+struct Pmtu {
+    lo: usize,
+    hi: usize,
+    in_flight: Option<usize>,
+    tries: u32,
+    started: bool,
+    /// The ceiling itself was probed (it is tried first: most paths carry it).
+    top_tried: bool,
+}
+
+impl Pmtu {
+    fn start(&mut self, lo: usize, hi: usize) {
+        if !self.started {
+            *self = Pmtu { lo, hi, in_flight: None, tries: 0, started: true, top_tried: false };
+        }
+    }
+
+    /// The next size to probe, if the search goes on and no probe is out.
+    fn next(&self) -> Option<usize> {
+        if !self.started || self.in_flight.is_some() || self.hi <= self.lo {
+            return None;
+        }
+        if !self.top_tried {
+            return Some(self.hi);
+        }
+        if self.hi <= self.lo + 16 {
+            return None;
+        }
+        Some((self.lo + self.hi).div_ceil(2).max(self.lo + 1))
+    }
+
+    fn sent(&mut self, size: usize) {
+        self.in_flight = Some(size);
+    }
+
+    fn acked(&mut self, size: usize) {
+        self.lo = self.lo.max(size);
+        self.in_flight = None;
+        self.tries = 0;
+    }
+
+    fn lost(&mut self, size: usize) {
+        self.in_flight = None;
+        self.tries += 1;
+        if self.tries >= 3 {
+            self.top_tried = true;
+            self.hi = size.saturating_sub(1);
+            self.tries = 0;
+        }
+    }
+}
+
 /// Shared endpoint state a session may touch while it works.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a EndpointConfig,
@@ -72,6 +127,8 @@ impl Keys {
 struct SentPacket {
     time: Instant,
     ack_eliciting: bool,
+    /// Set on a path MTU probe: its size.
+    probe: Option<usize>,
     /// (message key, fragment index, protocol int whose INIT this packet carried).
     messages: Vec<(u64, u32, Option<u16>)>,
     /// Bytes of the packet (for congestion control).
@@ -134,6 +191,9 @@ pub(crate) struct Session {
     rtt: RttEstimator,
     rto_backoff: u32,
     cc: Congestion,
+    /// Path MTU: the confirmed UDP payload size, and the search state.
+    pub(crate) mtu: usize,
+    pmtu: Pmtu,
     /// Pacing holds payload until this instant.
     pacing_until: Option<Instant>,
     out_channels: HashMap<Arc<str>, OutChannel>,
@@ -202,6 +262,8 @@ impl Session {
             rtt: RttEstimator::default(),
             rto_backoff: 0,
             cc: Congestion::new(1200),
+            mtu: 1200,
+            pmtu: Pmtu::default(),
             pacing_until: None,
             out_channels: HashMap::new(),
             out_by_int: HashMap::new(),
@@ -381,6 +443,10 @@ impl Session {
             if p.size > 0 {
                 self.cc.on_ack(p.time, p.size);
             }
+            if let Some(size) = p.probe {
+                self.pmtu.acked(size);
+                self.mtu = self.mtu.max(size);
+            }
         }
         for (_, p) in newly {
             let inits = p.messages.iter().filter_map(|(_, _, i)| *i).chain(p.inits.iter().copied());
@@ -465,6 +531,12 @@ impl Session {
 
     fn packet_lost(&mut self, now: Instant, ctx: &mut Ctx<'_>, pn: u64) {
         let Some(p) = self.sent.remove(&pn) else { return };
+        if let Some(size) = p.probe {
+            // A lost probe says the path is narrower, not congested (RFC 8899 §4.4).
+            self.cc.forget(p.size);
+            self.pmtu.lost(size);
+            return;
+        }
         if p.size > 0 {
             self.cc.on_loss(now, p.time, p.size);
         }

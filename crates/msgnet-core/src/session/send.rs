@@ -60,6 +60,7 @@ impl Session {
             inits: Vec::new(),
             ping: false,
             size: 0,
+            probe: None,
         };
         while let Some(c) = self.control.front().cloned() {
             let Control::Reset(int, code, seq) = c;
@@ -223,7 +224,7 @@ impl Session {
         // Congestion control and pacing gate everything ack-eliciting.
         let mut allow = true;
         if !self.queue.is_empty() || self.ping_pending {
-            let size = ctx.config.max_udp_payload;
+            let size = self.mtu;
             if !self.cc.window_allows(size) {
                 allow = false;
             } else if let Some(t) = self.cc.pacing_delay(now, self.rtt.get(), size) {
@@ -233,11 +234,21 @@ impl Session {
                 self.pacing_until = None;
             }
         }
+        self.pmtu.start(self.mtu, ctx.config.max_udp_payload_probe.max(self.mtu));
+        let probe = self
+            .pmtu
+            .next()
+            .filter(|size| self.confirmed && self.cc.window_allows(*size));
         let payload = allow && self.has_payload_to_send();
-        if !payload && self.control.is_empty() && !self.ack_due(now, ctx.config) {
+        if !payload && probe.is_none() && self.control.is_empty() && !self.ack_due(now, ctx.config) {
             return None;
         }
         self.maybe_rekey(now, ctx.config);
+        if let Some(size) = probe {
+            if let Some(n) = self.build_probe(now, ctx, buf, size) {
+                return Some(n);
+            }
+        }
         let keys = self.keys.as_ref()?;
         let pn = self.next_pn;
         let pn_len = wire::encode_pn_len(pn, self.largest_acked);
@@ -251,7 +262,7 @@ impl Session {
         buf.clear();
         header.encode(buf);
         let hlen = buf.len();
-        let limit = ctx.config.max_udp_payload.saturating_sub(hlen + wire::TAG_LEN);
+        let limit = self.mtu.saturating_sub(hlen + wire::TAG_LEN);
         if !self.write_frames_gated(now, ctx, buf, limit, pn, false, false, allow) {
             buf.clear();
             return None;
@@ -312,6 +323,32 @@ impl Session {
         self.packets_sent += 1;
         self.last_tx = now;
         Some(buf.len())
+    }
+
+    /// A path MTU probe: PING and PADDING, exactly `size` bytes of UDP payload.
+    fn build_probe(&mut self, now: Instant, ctx: &mut Ctx<'_>, buf: &mut Vec<u8>, size: usize) -> Option<usize> {
+        let mut frames = Vec::with_capacity(size);
+        Frame::Ping.encode(&mut frames);
+        let pn = self.next_pn;
+        let pn_len = wire::encode_pn_len(pn, self.largest_acked);
+        let overhead = 4 + pn_len + wire::TAG_LEN;
+        frames.resize(size.checked_sub(overhead)?.max(1), 0);
+        let n = self.seal_frames(now, ctx, &frames, buf)?;
+        self.sent.insert(
+            pn,
+            SentPacket {
+                time: now,
+                ack_eliciting: true,
+                messages: Vec::new(),
+                inits: Vec::new(),
+                ping: false,
+                size: n,
+                probe: Some(size),
+            },
+        );
+        self.cc.on_sent(n);
+        self.pmtu.sent(size);
+        Some(n)
     }
 
     fn maybe_rekey(&mut self, now: Instant, config: &EndpointConfig) {
