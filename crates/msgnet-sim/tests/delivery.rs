@@ -122,13 +122,20 @@ fn unreliable_is_never_duplicated() {
         sim.run_for(Duration::from_secs(1));
         let r = received(&sim, &fl);
         for (fi, f) in fl.iter().enumerate() {
-            assert!(f.failed.is_empty(), "seed {seed}: unreliable sends failed: {:?}", &f.failed[..f.failed.len().min(5)]);
+            // An unreliable message still queued at its deadline is dropped (never sent
+            // late) and its send fails with TimedOut; no other failure is allowed.
+            assert!(
+                f.failed.iter().all(|(_, e)| *e == msgnet_core::SendError::TimedOut),
+                "seed {seed}: unreliable sends failed otherwise: {:?}",
+                &f.failed[..f.failed.len().min(5)]
+            );
             let got = (0..f.total).filter(|s| r.count.contains_key(&(fi, *s))).count();
             for ((g, seq), c) in &r.count {
                 assert!(*g != fi || *c == 1, "seed {seed}: unreliable message {seq} of flow {fi} delivered {c} times");
             }
             // 10 % loss per datagram: most arrive.
-            assert!(got as u32 > f.total / 2, "seed {seed}: flow {fi} only {got} of {} arrived", f.total);
+            let sent = f.total - f.failed.len() as u32;
+            assert!(got as u32 > sent / 2, "seed {seed}: flow {fi} only {got} of {sent} sent arrived");
             println!("seed {seed}: flow {fi}: {got} of {} unreliable messages arrived", f.total);
         }
         assert!(sim.totals().duplicated > 10, "the links duplicated datagrams");
