@@ -83,6 +83,21 @@ fn listen(extra: &[&str]) -> (Running, String) {
     (l, addr)
 }
 
+/// `msgnet listen` on one loopback address of another transport (`/tcp/0` or
+/// `/udp/0/quic-v1`); returns it and its dialable address.
+fn listen_on(addr: &str, extra: &[&str]) -> (Running, String) {
+    let mut args = vec!["listen", "--listen", addr];
+    args.extend_from_slice(extra);
+    let l = Running::spawn(&args);
+    let line = l.line();
+    let prefix = addr.trim_end_matches("/quic-v1").trim_end_matches('0');
+    assert!(line.starts_with(prefix) && line.contains("/p2p/"), "first line: {line}");
+    if addr.ends_with("/quic-v1") {
+        assert!(line.contains("/quic-v1/p2p/"), "{line}");
+    }
+    (l, line)
+}
+
 fn run(args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
@@ -211,4 +226,58 @@ fn bench_quick_prints_ratios() {
         j.trim_start().starts_with('{') && j.contains("\"ratio_median\""),
         "{j}"
     );
+}
+
+#[test]
+fn default_listen_prints_udp_tcp_and_quic() {
+    let l = Running::spawn(&["listen"]);
+    let first = l.line();
+    assert!(first.starts_with("/ip4/127.0.0.1/udp/") && first.contains("/p2p/"), "{first}");
+    let mut lines = vec![first];
+    while !(lines.iter().any(|a| a.contains("/tcp/")) && lines.iter().any(|a| a.contains("/quic-v1/")))
+    {
+        lines.push(l.line());
+    }
+    assert!(lines.iter().all(|a| a.contains("/p2p/")), "{lines:?}");
+    // The TCP address printed is dialable.
+    let tcp = lines.iter().find(|a| a.starts_with("/ip4/127.0.0.1/tcp/")).expect("loopback tcp");
+    let out = run(&["send", tcp, "/chat/1.0.0", "over the default tcp"]);
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    l.wait_for(|line| line.ends_with(" /chat/1.0.0 over the default tcp"));
+}
+
+#[test]
+fn send_over_tcp() {
+    let (l, addr) = listen_on("/ip4/127.0.0.1/tcp/0", &[]);
+    let out = run(&["send", &addr, "/chat/1.0.0", "hello over tcp"]);
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    l.wait_for(|line| line.ends_with(" /chat/1.0.0 hello over tcp"));
+}
+
+#[test]
+fn send_over_quic() {
+    let (l, addr) = listen_on("/ip4/127.0.0.1/udp/0/quic-v1", &[]);
+    let out = run(&["send", &addr, "/chat/1.0.0", "hello over quic"]);
+    assert!(out.status.success(), "send failed: {}", stderr(&out));
+    l.wait_for(|line| line.ends_with(" /chat/1.0.0 hello over quic"));
+}
+
+#[test]
+fn request_over_tcp_and_quic() {
+    for addr in ["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"] {
+        let (_l, dial) = listen_on(addr, &["--echo", "--protocol", "/test/echo/1"]);
+        let out = run(&["send", &dial, "/test/echo/1", "round trip", "--request"]);
+        assert!(out.status.success(), "request over {addr} failed: {}", stderr(&out));
+        assert_eq!(stdout(&out).trim(), "round trip");
+    }
+}
+
+#[test]
+fn unhandled_protocol_over_tcp_fails_with_one_error_line() {
+    let (_l, addr) = listen_on("/ip4/127.0.0.1/tcp/0", &[]);
+    let out = run(&["send", &addr, "/x/1", "anyone?"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line on stderr: {err:?}");
+    assert!(err.starts_with("error: ") && err.contains("/x/1"), "{err:?}");
 }

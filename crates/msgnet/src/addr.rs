@@ -51,6 +51,7 @@ pub(crate) fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), HostErr
 
 /// Checks `addr` as an address of `peer` and converts it to a socket address: a trailing
 /// `/p2p/<id>` must name `peer`; the rest must be a UDP address.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn peer_socket_addr(peer: &PeerId, addr: &Multiaddr) -> Result<SocketAddr, HostError> {
     if let Some(Protocol::P2p(id)) = addr.iter().last() {
         if id != *peer {

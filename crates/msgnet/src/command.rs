@@ -5,9 +5,12 @@
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use multiaddr::Multiaddr;
 use libp2p_identity::PeerId;
 use msgnet_core::{EndpointStats, InboundRequest, SendError, SendOptions, SessionInfo};
 use tokio::sync::oneshot;
+
+use crate::network::{ConnectionInfo, Transport};
 
 /// A send or request from a host handle.
 pub(crate) enum Cmd {
@@ -44,6 +47,15 @@ impl Cmd {
         }
     }
 
+    /// Answers the caller: a send ignores a response payload, a request's missing one is
+    /// empty.
+    pub(crate) fn finish(self, result: Result<Option<Bytes>, SendError>) {
+        match self {
+            Cmd::Send { reply, .. } => drop(reply.send(result.map(drop))),
+            Cmd::Request { reply, .. } => drop(reply.send(result.map(Option::unwrap_or_default))),
+        }
+    }
+
     pub(crate) fn fail(self, error: SendError) {
         match self {
             Cmd::Send { reply, .. } => drop(reply.send(Err(error))),
@@ -52,15 +64,25 @@ impl Cmd {
     }
 }
 
+/// Which side of the driver delivered an inbound message (and takes its response).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The UDP endpoint.
+    Udp,
+    /// The libp2p swarm (TCP or QUIC).
+    Swarm,
+}
+
 /// Everything else from handles, `Incoming`s and `IncomingMessage`s.
 pub(crate) enum Ctl {
     Register { protocol: String },
     Unregister { protocol: String },
-    Respond { request: InboundRequest, result: Result<Bytes, (u8, String)> },
+    Respond { request: InboundRequest, via: Via, result: Result<Bytes, (u8, String)> },
     Cancel { token: u64 },
-    AddAddress { peer: PeerId, addr: SocketAddr },
+    AddAddress { peer: PeerId, transport: Transport, addr: Multiaddr, sock: Option<SocketAddr> },
     Peers { reply: oneshot::Sender<Vec<PeerId>> },
     Sessions { peer: PeerId, reply: oneshot::Sender<Vec<SessionInfo>> },
+    Connections { peer: PeerId, reply: oneshot::Sender<Vec<ConnectionInfo>> },
     ClosePeer { peer: PeerId, reply: oneshot::Sender<()> },
     Stats { reply: oneshot::Sender<EndpointStats> },
     Close { reply: oneshot::Sender<()> },

@@ -1,7 +1,9 @@
 //! The driver: one tokio task per [`Host`](crate::Host) that owns the sans-IO
-//! [`Endpoint`] and the UDP socket(s), in quinn's model.
+//! [`Endpoint`] and the UDP socket(s), in quinn's model, and the host's libp2p `Swarm`
+//! (TCP and QUIC; `swarm_side.rs`).
 //!
-//! The task loops over four inputs with `tokio::select!`: socket readability (receive calls
+//! The task loops over five inputs with `tokio::select!`: the swarm's next event
+//! (`swarm_side.rs`), socket readability (receive calls
 //! until [`RECV_BATCH`] datagrams or none left, each datagram fed to
 //! [`Endpoint::handle_datagram`]), control
 //! messages from handles, send/request commands from handles, and the endpoint's timer
@@ -9,7 +11,14 @@
 //! [`Endpoint::poll_transmit`] to the sockets and [`Endpoint::poll_event`] to the waiting
 //! futures, handler queues and event subscribers, following the core's call order.
 //!
-//! It owns: the endpoint, the sockets, the maps from [`MessageId`] to the oneshot of the
+//! Each send or request goes to the endpoint or to the swarm's msgnet behaviour as the
+//! transport rule of [`crate::network`] says (`routing.rs`), and falls back to the next
+//! transport when one cannot reach the peer. Inbound messages from either side reach the
+//! same handler queues, each tagged with its side so that its response goes back the way
+//! the request came.
+//!
+//! It owns: the endpoint, the sockets, the swarm, the address book, the maps from
+//! [`MessageId`] (one map per side: the ids of the two sides are independent) to the
 //! waiting `send`/`request`, and the backlog of commands the endpoint refused with
 //! [`SendError::Backpressure`]. It may call only the endpoint, the sockets, and the
 //! channels it was built with.
@@ -52,9 +61,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use futures::StreamExt;
+use libp2p::swarm::ConnectionId;
+use libp2p::Swarm;
 use libp2p_identity::{Keypair, PeerId};
 use msgnet_core::{Endpoint, EndpointConfig, Event, MessageId, SendError};
+use multiaddr::Multiaddr;
 use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tracing::{debug, trace};
@@ -64,8 +76,14 @@ use tracing::{debug, trace};
 #[path = "udp.rs"]
 pub(crate) mod udp;
 pub(crate) use udp::bind;
+#[path = "routing.rs"]
+mod routing;
+#[path = "swarm_side.rs"]
+pub(crate) mod swarm_side;
 
 pub(crate) use crate::command::{Cmd, Ctl};
+use crate::command::Via;
+use crate::network::{AddressBook, ConnectionInfo, Transport};
 use crate::host::{HostEvent, COMMAND_QUEUE};
 use crate::incoming::{IncomingMessage, Registry};
 use crate::socket_to_multiaddr;
@@ -97,9 +115,14 @@ pub(crate) struct Driver {
     events: broadcast::Sender<HostEvent>,
     closed: Arc<AtomicBool>,
     tx_buf: Vec<u8>,
-    sends: HashMap<MessageId, oneshot::Sender<Result<(), SendError>>>,
-    requests: HashMap<MessageId, (u64, oneshot::Sender<Result<Bytes, SendError>>)>,
-    tokens: HashMap<u64, MessageId>,
+    swarm: Swarm<swarm_side::Behaviour>,
+    book: AddressBook,
+    /// Open libp2p connections: peer, transport, remote address.
+    conns: HashMap<ConnectionId, (PeerId, Transport, Multiaddr)>,
+    udp_pending: HashMap<MessageId, routing::Pending>,
+    swarm_pending: HashMap<MessageId, routing::Pending>,
+    /// Request token → its side and id there.
+    tokens: HashMap<u64, (Via, MessageId)>,
     /// Commands refused with `Backpressure`, in arrival order.
     backlog: VecDeque<Cmd>,
     /// Backlog entries per peer: a peer with entries queues new commands behind them.
@@ -112,6 +135,7 @@ impl Driver {
         config: EndpointConfig,
         keypair: &Keypair,
         sockets: Vec<UdpSocket>,
+        swarm: Swarm<swarm_side::Behaviour>,
         cmd_rx: mpsc::Receiver<Cmd>,
         ctl_rx: mpsc::UnboundedReceiver<Ctl>,
         ctl_tx: mpsc::UnboundedSender<Ctl>,
@@ -131,8 +155,11 @@ impl Driver {
             events,
             closed,
             tx_buf: Vec::with_capacity(TX_BUF),
-            sends: HashMap::new(),
-            requests: HashMap::new(),
+            swarm,
+            book: AddressBook::default(),
+            conns: HashMap::new(),
+            udp_pending: HashMap::new(),
+            swarm_pending: HashMap::new(),
             tokens: HashMap::new(),
             backlog: VecDeque::new(),
             backlog_peers: HashMap::new(),
@@ -209,6 +236,11 @@ impl Driver {
                     }
                     None => return Stop::Shutdown,
                 },
+                event = self.swarm.select_next_some() => {
+                    if let Err(stop) = self.on_swarm_event(event).await {
+                        return stop;
+                    }
+                }
                 () = &mut sleep, if deadline.is_some() => {
                     self.endpoint.handle_timeout(Instant::now());
                     self.retry_backlog();
@@ -303,19 +335,14 @@ impl Driver {
         let mut completed = false;
         while let Some(event) = self.endpoint.poll_event() {
             match event {
-                Event::Message(msg) => self.deliver(msg).await?,
+                Event::Message(msg) => self.deliver(msg, Via::Udp).await?,
                 Event::SendComplete { id, result } => {
                     completed = true;
-                    if let Some(reply) = self.sends.remove(&id) {
-                        let _ = reply.send(result);
-                    }
+                    self.complete(Via::Udp, id, result.map(|()| None));
                 }
                 Event::Response { id, result } => {
                     completed = true;
-                    if let Some((token, reply)) = self.requests.remove(&id) {
-                        self.tokens.remove(&token);
-                        let _ = reply.send(result);
-                    }
+                    self.complete(Via::Udp, id, result.map(Some));
                 }
                 Event::SessionUp { peer, session, remote } => {
                     debug!(%peer, ?session, %remote, "session up");
@@ -335,9 +362,9 @@ impl Driver {
 
     /// Hands a message to its protocol's handler, waiting while the handler's queue is
     /// full (serving control messages meanwhile).
-    async fn deliver(&mut self, msg: msgnet_core::IncomingMessage) -> Result<(), Stop> {
+    async fn deliver(&mut self, msg: msgnet_core::IncomingMessage, via: Via) -> Result<(), Stop> {
         let protocol = msg.protocol.clone();
-        let msg = IncomingMessage::new(msg, &self.ctl_tx);
+        let msg = IncomingMessage::new(msg, &self.ctl_tx, via);
         let Some((id, tx)) = self.registry.sender(&protocol) else {
             // Removed meanwhile: dropping `msg` answers a request with an error.
             self.unregister_if_unhandled(&protocol);
@@ -383,6 +410,7 @@ impl Driver {
     fn unregister_if_unhandled(&mut self, protocol: &str) {
         if !self.registry.contains(protocol) {
             self.endpoint.unregister_protocol(protocol);
+            self.swarm.behaviour_mut().msgnet.remove_handler(protocol);
         }
     }
 
@@ -392,25 +420,40 @@ impl Driver {
             Ctl::Register { protocol } => {
                 if self.registry.contains(&protocol) {
                     self.endpoint.register_protocol(&protocol);
+                    self.swarm.behaviour_mut().msgnet.handle(&protocol);
                 }
             }
             Ctl::Unregister { protocol } => self.unregister_if_unhandled(&protocol),
-            Ctl::Respond { request, result } => {
-                if let Err(e) = self.endpoint.respond(now, &request, result) {
+            Ctl::Respond { request, via, result } => {
+                let sent = match via {
+                    Via::Udp => self.endpoint.respond(now, &request, result),
+                    Via::Swarm => self.swarm.behaviour_mut().msgnet.respond(&request, result),
+                };
+                if let Err(e) = sent {
                     debug!(protocol = %request.protocol, error = %e, "response not sent");
                 }
             }
-            Ctl::Cancel { token } => {
-                if let Some(id) = self.tokens.remove(&token) {
-                    self.requests.remove(&id);
-                    self.endpoint.cancel(id);
+            Ctl::Cancel { token } => self.cancel(token),
+            Ctl::AddAddress { peer, transport, addr, sock } => {
+                self.book.add(peer, transport, addr);
+                if let Some(sock) = sock {
+                    self.endpoint.add_address(peer, sock);
                 }
             }
-            Ctl::AddAddress { peer, addr } => self.endpoint.add_address(peer, addr),
-            Ctl::Peers { reply } => drop(reply.send(self.endpoint.peers())),
+            Ctl::Peers { reply } => {
+                let mut peers = self.endpoint.peers();
+                for (peer, _, _) in self.conns.values() {
+                    if !peers.contains(peer) {
+                        peers.push(*peer);
+                    }
+                }
+                let _ = reply.send(peers);
+            }
             Ctl::Sessions { peer, reply } => drop(reply.send(self.endpoint.sessions(&peer))),
+            Ctl::Connections { peer, reply } => drop(reply.send(self.connections(&peer))),
             Ctl::ClosePeer { peer, reply } => {
                 self.endpoint.close_peer(now, &peer);
+                let _ = self.swarm.disconnect_peer_id(peer);
                 let _ = reply.send(());
             }
             Ctl::Stats { reply } => drop(reply.send(self.endpoint.stats().clone())),
@@ -418,6 +461,21 @@ impl Driver {
             Ctl::Shutdown => return Some(Stop::Shutdown),
         }
         None
+    }
+
+    /// Every UDP session and libp2p connection with `peer`.
+    fn connections(&self, peer: &PeerId) -> Vec<ConnectionInfo> {
+        let udp = self.endpoint.sessions(peer).into_iter().map(|s| ConnectionInfo {
+            transport: Transport::Udp,
+            remote: socket_to_multiaddr(s.remote),
+            established: s.established,
+        });
+        let swarm = self.conns.values().filter(|c| c.0 == *peer).map(|(_, t, remote)| ConnectionInfo {
+            transport: *t,
+            remote: remote.clone(),
+            established: true,
+        });
+        udp.chain(swarm).collect()
     }
 
     fn on_cmd(&mut self, cmd: Cmd) {
@@ -473,44 +531,6 @@ impl Driver {
         progressed
     }
 
-    /// Hands a command to the endpoint; returns it if refused with `Backpressure`.
-    fn submit(&mut self, cmd: Cmd) -> Option<Cmd> {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Send { peer, protocol, payload, opts, reply } => {
-                match self.endpoint.send(now, peer, &protocol, payload.clone(), opts) {
-                    Ok(id) => {
-                        self.sends.insert(id, reply);
-                        None
-                    }
-                    Err(SendError::Backpressure) => {
-                        Some(Cmd::Send { peer, protocol, payload, opts, reply })
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        None
-                    }
-                }
-            }
-            Cmd::Request { peer, protocol, payload, opts, token, reply } => {
-                match self.endpoint.request(now, peer, &protocol, payload.clone(), opts) {
-                    Ok(id) => {
-                        self.requests.insert(id, (token, reply));
-                        self.tokens.insert(token, id);
-                        None
-                    }
-                    Err(SendError::Backpressure) => {
-                        Some(Cmd::Request { peer, protocol, payload, opts, token, reply })
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        None
-                    }
-                }
-            }
-        }
-    }
-
     /// Closes the endpoint (sending CLOSE), fails everything pending with
     /// [`SendError::Closed`] and ends every handler stream.
     async fn shutdown(&mut self) {
@@ -520,13 +540,13 @@ impl Driver {
         while let Some(event) = self.endpoint.poll_event() {
             match event {
                 Event::SendComplete { id, result } => {
-                    if let Some(reply) = self.sends.remove(&id) {
-                        let _ = reply.send(result);
+                    if let Some(p) = self.udp_pending.remove(&id) {
+                        p.cmd.finish(result.map(|()| None));
                     }
                 }
                 Event::Response { id, result } => {
-                    if let Some((_, reply)) = self.requests.remove(&id) {
-                        let _ = reply.send(result);
+                    if let Some(p) = self.udp_pending.remove(&id) {
+                        p.cmd.finish(result.map(Some));
                     }
                 }
                 Event::SessionDown { peer, reason, .. } => {
@@ -535,13 +555,13 @@ impl Driver {
                 _ => {}
             }
         }
-        for (_, reply) in self.sends.drain() {
-            let _ = reply.send(Err(SendError::Closed));
+        self.fail_pending(&SendError::Closed);
+        // Close every libp2p connection; dropping the swarm with the driver ends them.
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
-        for (_, (_, reply)) in self.requests.drain() {
-            let _ = reply.send(Err(SendError::Closed));
-        }
-        self.tokens.clear();
+
         while let Some(cmd) = self.pop_backlog() {
             cmd.fail(SendError::Closed);
         }

@@ -11,9 +11,11 @@ pub enum HostError {
     /// Binding or using a socket failed.
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
-    /// The address is not a UDP address (`/ip4/<ip>/udp/<port>` or `/ip6/<ip>/udp/<port>`,
-    /// optionally followed by `/p2p/<peer id>`), or a second listen address of an address
-    /// family that already has a socket.
+    /// The address is none of UDP (`/ip4|ip6/<ip>/udp/<port>`), QUIC
+    /// (`/ip4|ip6/<ip>/udp/<port>/quic-v1`) or TCP (`/ip4|ip6/<ip>/tcp/<port>`), optionally
+    /// followed by `/p2p/<peer id>` where a peer's address is expected; or it is a second
+    /// UDP listen address of an address family that already has a socket; or the swarm
+    /// refused to listen on it.
     #[error("unsupported address: {0}")]
     UnsupportedAddress(Multiaddr),
     /// The address has no trailing `/p2p/<peer id>`.

@@ -16,7 +16,8 @@ use msgnet_core::{EndpointConfig, EndpointStats, SendError, SendOptions, Session
 use multiaddr::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::driver::{self, Cmd, Ctl};
+use crate::driver::{self, swarm_side, Cmd, Ctl};
+use crate::network::{self, ConnectionInfo, Transport};
 use crate::incoming::{Incoming, Registry};
 use crate::{addr, HostError};
 
@@ -59,10 +60,17 @@ pub struct HostBuilder {
 }
 
 impl HostBuilder {
-    /// Adds a UDP address to listen on (`/ip4/<ip>/udp/<port>` or `/ip6/<ip>/udp/<port>`;
-    /// port 0 picks a free port). At most one address per address family is supported:
-    /// the host has one IPv4 and/or one IPv6 socket, both feeding one endpoint.
-    /// Without any call, the host listens on `/ip4/0.0.0.0/udp/0`.
+    /// Adds an address to listen on; port 0 picks a free port.
+    ///
+    /// - `/ip4|ip6/<ip>/udp/<port>`: msgnet's UDP packet transport. At most one address per
+    ///   address family: the host has one IPv4 and/or one IPv6 socket, both feeding one
+    ///   endpoint.
+    /// - `/ip4|ip6/<ip>/tcp/<port>` and `/ip4|ip6/<ip>/udp/<port>/quic-v1`: libp2p's TCP
+    ///   and QUIC transports, through the host's `Swarm` (any number).
+    ///
+    /// Without any call, the host listens on `/ip4/0.0.0.0/udp/0`, `/ip4/0.0.0.0/tcp/0`
+    /// and `/ip4/0.0.0.0/udp/0/quic-v1`. Whatever it listens on, the host can dial out on
+    /// every transport.
     #[must_use]
     pub fn listen(mut self, addr: Multiaddr) -> Self {
         self.listen.push(addr);
@@ -84,33 +92,46 @@ impl HostBuilder {
         self
     }
 
-    /// Binds the UDP socket(s) and spawns the driver task on the current tokio runtime.
+    /// Binds the UDP socket(s), starts the swarm's listeners, waits (at most 5 s) until
+    /// each reported its address, and spawns the driver task on the current tokio runtime.
     ///
     /// # Errors
     ///
-    /// [`HostError::UnsupportedAddress`] for a non-UDP listen address or a second address
-    /// of one family; [`HostError::Io`] if binding fails.
+    /// [`HostError::UnsupportedAddress`] for a listen address of no supported shape (or
+    /// with `/p2p`), a second UDP address of one family, or one the swarm refuses;
+    /// [`HostError::Io`] if binding fails.
     pub async fn build(self) -> Result<Host, HostError> {
         let HostBuilder { keypair, mut listen, mut config, handler_queue } = self;
         if listen.is_empty() {
-            listen.push(socket_default());
+            listen = default_listen();
         }
         let mut binds: Vec<SocketAddr> = Vec::new();
+        let mut swarm_listen: Vec<Multiaddr> = Vec::new();
         for addr in &listen {
-            let sock = addr::multiaddr_to_socket(addr)
-                .filter(|s| !binds.iter().any(|b| b.is_ipv4() == s.is_ipv4()))
-                .filter(|_| !matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))))
-                .ok_or_else(|| HostError::UnsupportedAddress(addr.clone()))?;
-            binds.push(sock);
+            let unsupported = || HostError::UnsupportedAddress(addr.clone());
+            if matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+                return Err(unsupported());
+            }
+            match Transport::of(addr).ok_or_else(unsupported)? {
+                Transport::Udp => {
+                    let sock = addr::multiaddr_to_socket(addr)
+                        .filter(|s| !binds.iter().any(|b| b.is_ipv4() == s.is_ipv4()))
+                        .ok_or_else(unsupported)?;
+                    binds.push(sock);
+                }
+                Transport::Tcp | Transport::Quic => swarm_listen.push(addr.clone()),
+            }
         }
         let mut sockets = Vec::with_capacity(binds.len());
         for bind in binds {
             sockets.push(driver::bind(bind)?);
         }
-        let listen_addrs = sockets
+        let mut listen_addrs = sockets
             .iter()
             .map(|s| s.local_addr().map(addr::socket_to_multiaddr))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut swarm = swarm_side::build_swarm(&keypair)?;
+        listen_addrs.extend(swarm_side::listen(&mut swarm, &swarm_listen).await?);
         if config.rng_seed == [0; 32] {
             use rand::RngCore;
             rand::rngs::OsRng.fill_bytes(&mut config.rng_seed);
@@ -126,6 +147,7 @@ impl HostBuilder {
             config,
             &keypair,
             sockets,
+            swarm,
             cmd_rx,
             ctl_rx,
             ctl_tx.clone(),
@@ -151,8 +173,14 @@ impl HostBuilder {
     }
 }
 
-fn socket_default() -> Multiaddr {
-    addr::socket_to_multiaddr(SocketAddr::from(([0, 0, 0, 0], 0)))
+/// UDP, TCP and QUIC on every IPv4 interface, free ports.
+fn default_listen() -> Vec<Multiaddr> {
+    let udp = addr::socket_to_multiaddr(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let tcp = Multiaddr::empty()
+        .with(multiaddr::Protocol::Ip4([0, 0, 0, 0].into()))
+        .with(multiaddr::Protocol::Tcp(0));
+    let quic = udp.clone().with(multiaddr::Protocol::QuicV1);
+    vec![udp, tcp, quic]
 }
 
 /// A msgnet node: send messages and requests to peers, handle protocols.
@@ -210,24 +238,28 @@ impl Host {
         self.inner.local_peer_id
     }
 
-    /// The bound addresses (with the actual port), without `/p2p`. An unspecified
-    /// address (`0.0.0.0`) is reported as bound.
+    /// Every address listened on, as of [`HostBuilder::build`] (with the actual ports),
+    /// without `/p2p`: the UDP socket(s) first, reported as bound (an unspecified
+    /// `0.0.0.0` stays so), then the swarm's TCP and QUIC addresses as it reported them
+    /// (one per interface for an unspecified IP). Later listener changes are not tracked.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.inner.listen_addrs.clone()
     }
 
-    /// Adds an address for `peer`: a UDP address, optionally ending in `/p2p/<peer>`.
+    /// Adds an address for `peer`, optionally ending in `/p2p/<peer>`: UDP
+    /// (`/ip4|ip6/…/udp/N`), QUIC (`/ip4|ip6/…/udp/N/quic-v1`) or TCP (`/ip4|ip6/…/tcp/N`).
+    /// Which one a message takes is decided per peer, see [`crate::network`].
     ///
     /// # Errors
     ///
     /// [`HostError::PeerIdMismatch`] if the trailing `/p2p` names another peer;
-    /// [`HostError::UnsupportedAddress`] for a non-UDP address; [`HostError::Closed`].
+    /// [`HostError::UnsupportedAddress`] for any other shape; [`HostError::Closed`].
     pub fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), HostError> {
-        let sock = addr::peer_socket_addr(&peer, &addr)?;
-        self.ctl(Ctl::AddAddress { peer, addr: sock }).map_err(|_| HostError::Closed)
+        let (transport, addr, sock) = network::parse_peer_addr(&peer, &addr)?;
+        self.ctl(Ctl::AddAddress { peer, transport, addr, sock }).map_err(|_| HostError::Closed)
     }
 
-    /// Splits a dialable address `<udp address>/p2p/<id>` into the peer id and the
+    /// Splits a dialable address `<transport address>/p2p/<id>` into the peer id and the
     /// transport address.
     ///
     /// # Errors
@@ -347,17 +379,26 @@ impl Host {
         removed
     }
 
-    /// Peers with a session (established or in handshake). Empty once closed.
+    /// Peers with a UDP session (established or in handshake) or a libp2p connection.
+    /// Empty once closed.
     pub async fn peers(&self) -> Vec<PeerId> {
         self.query(|reply| Ctl::Peers { reply }).await.unwrap_or_default()
     }
 
-    /// The sessions with `peer`. Empty once closed.
+    /// The UDP sessions with `peer`. Empty once closed. See also
+    /// [`connections`](Self::connections), which lists libp2p connections too.
     pub async fn sessions(&self, peer: PeerId) -> Vec<SessionInfo> {
         self.query(|reply| Ctl::Sessions { peer, reply }).await.unwrap_or_default()
     }
 
-    /// Closes every session with `peer` (sending CLOSE); its pending sends fail.
+    /// Every UDP session and libp2p (TCP, QUIC) connection with `peer`, with its
+    /// transport. Empty once closed.
+    pub async fn connections(&self, peer: PeerId) -> Vec<ConnectionInfo> {
+        self.query(|reply| Ctl::Connections { peer, reply }).await.unwrap_or_default()
+    }
+
+    /// Closes every UDP session with `peer` (sending CLOSE) and every libp2p connection
+    /// to it; its pending sends fail.
     pub async fn close_peer(&self, peer: PeerId) {
         let _ = self.query(|reply| Ctl::ClosePeer { peer, reply }).await;
     }
@@ -373,7 +414,7 @@ impl Host {
         self.inner.events.subscribe()
     }
 
-    /// Closes every session (sending CLOSE), fails pending sends with
+    /// Closes every session (sending CLOSE) and libp2p connection, fails pending sends with
     /// [`SendError::Closed`], ends every [`Incoming`] and stops the driver. Resolves once the
     /// driver has stopped. Later calls fail with [`SendError::Closed`].
     pub async fn close(&self) {

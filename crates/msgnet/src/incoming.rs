@@ -18,6 +18,7 @@ use libp2p_identity::PeerId;
 use msgnet_core::{InboundRequest, SendError};
 use tokio::sync::mpsc;
 
+use crate::command::Via;
 use crate::driver::Ctl;
 
 /// Error code sent when a request is dropped without an answer.
@@ -171,12 +172,13 @@ impl IncomingMessage {
     pub(crate) fn new(
         msg: msgnet_core::IncomingMessage,
         ctl: &mpsc::UnboundedSender<Ctl>,
+        via: Via,
     ) -> Self {
         Self {
             peer: msg.peer,
             protocol: msg.protocol.to_string(),
             payload: msg.payload,
-            responder: msg.request.map(|request| Responder { request: Some(request), ctl: ctl.clone() }),
+            responder: msg.request.map(|request| Responder { request: Some(request), via, ctl: ctl.clone() }),
         }
     }
 
@@ -226,13 +228,15 @@ impl fmt::Debug for IncomingMessage {
 /// The answering half of an inbound request; answers with an error when dropped unused.
 struct Responder {
     request: Option<InboundRequest>,
+    /// The side the request came from; the response goes back the same way.
+    via: Via,
     ctl: mpsc::UnboundedSender<Ctl>,
 }
 
 impl Responder {
     fn send(mut self, result: Result<Bytes, (u8, String)>) -> Result<(), SendError> {
         let request = self.request.take().ok_or(SendError::UnknownRequest)?;
-        self.ctl.send(Ctl::Respond { request, result }).map_err(|_| SendError::Closed)
+        self.ctl.send(Ctl::Respond { request, via: self.via, result }).map_err(|_| SendError::Closed)
     }
 }
 
@@ -240,7 +244,7 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(request) = self.request.take() {
             let result = Err((DROPPED_CODE, DROPPED_REASON.to_owned()));
-            let _ = self.ctl.send(Ctl::Respond { request, result });
+            let _ = self.ctl.send(Ctl::Respond { request, via: self.via, result });
         }
     }
 }

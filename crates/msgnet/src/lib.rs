@@ -4,7 +4,9 @@
 //! and requests to peers on protocol ids and receives them through one handler per
 //! protocol ([`Host::handle`]). Underneath, the sans-IO core ([`msgnet_core`]) runs Noise
 //! sessions bound to libp2p identities over UDP, with reliable, ordered or unreliable
-//! delivery per message.
+//! delivery per message; and a libp2p `Swarm` (TCP+noise+yamux and QUIC, with
+//! [`msgnet_libp2p`]'s behaviour, identify and ping) carries the same messages over libp2p
+//! streams. [`network`] says which transport a peer's messages take.
 //!
 //! ```
 //! use std::time::Duration;
@@ -43,6 +45,7 @@
 //! - [`Incoming`], [`IncomingMessage`] (`incoming.rs`): handlers and answering requests.
 //! - the driver (`driver.rs`): the task that owns the endpoint and the sockets; its docs
 //!   describe queue bounds and what a slow handler does to the host.
+//! - [`network`]: the transports ([`Transport`]) and the rule that picks one per peer.
 //! - [`keyfile`]: persistent identities.
 //! - [`multiaddr_to_socket`], [`socket_to_multiaddr`]: UDP address conversions.
 
@@ -53,11 +56,13 @@ mod error;
 mod host;
 mod incoming;
 pub mod keyfile;
+pub mod network;
 
 pub use addr::{multiaddr_to_socket, socket_to_multiaddr};
 pub use error::HostError;
 pub use host::{Host, HostBuilder, HostEvent, DEFAULT_HANDLER_QUEUE};
 pub use incoming::{Incoming, IncomingMessage};
+pub use network::{ConnectionInfo, Transport};
 
 pub use bytes::Bytes;
 pub use libp2p_identity::{Keypair, PeerId};

@@ -360,17 +360,20 @@ async fn address_validation() {
     let with_p2p: Multiaddr = format!("/ip4/127.0.0.1/udp/9/p2p/{peer}").parse().expect("addr");
     a.add_address(peer, with_p2p.clone()).expect("matching /p2p accepted");
     assert!(matches!(a.add_address(other, with_p2p.clone()), Err(HostError::PeerIdMismatch)));
+    // TCP and QUIC addresses are accepted (libp2p side); other shapes are not.
     let tcp: Multiaddr = "/ip4/127.0.0.1/tcp/9".parse().expect("addr");
-    assert!(matches!(a.add_address(peer, tcp.clone()), Err(HostError::UnsupportedAddress(x)) if x == tcp));
+    a.add_address(peer, tcp.clone()).expect("tcp accepted");
+    let ws: Multiaddr = "/ip4/127.0.0.1/tcp/9/ws".parse().expect("addr");
+    assert!(matches!(a.add_address(peer, ws.clone()), Err(HostError::UnsupportedAddress(x)) if x == ws));
     assert_eq!(
         Host::dial_info(&with_p2p).expect("dial info"),
         (peer, "/ip4/127.0.0.1/udp/9".parse().expect("addr"))
     );
     assert!(matches!(Host::dial_info(&tcp), Err(HostError::MissingPeerId(_))));
 
-    // Listen addresses: a non-UDP one and a second IPv4 one are refused.
-    let builder = Host::builder(Keypair::generate_ed25519()).listen(tcp.clone());
-    assert!(matches!(builder.build().await, Err(HostError::UnsupportedAddress(x)) if x == tcp));
+    // Listen addresses: an unsupported shape and a second IPv4 UDP one are refused.
+    let builder = Host::builder(Keypair::generate_ed25519()).listen(ws.clone());
+    assert!(matches!(builder.build().await, Err(HostError::UnsupportedAddress(x)) if x == ws));
     let builder = Host::builder(Keypair::generate_ed25519()).listen(loopback()).listen(loopback());
     assert!(matches!(builder.build().await, Err(HostError::UnsupportedAddress(_))));
     let listen = a.listen_addrs();

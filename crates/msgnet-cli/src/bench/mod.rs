@@ -6,9 +6,14 @@
 //! - a warm request/response round trip;
 //! - a one-way message rate, counted at the receiver;
 //! - (msgnet only) bytes on the wire per message.
+//!
+//! [`bulk`] (`msgnet bench --bulk`) moves N MiB one way, msgnet beside rust-libp2p
+//! ([`libp2p_baseline`]) over QUIC and over TCP+noise+yamux.
 
 use std::time::Duration;
 
+pub mod bulk;
+pub mod libp2p_baseline;
 pub mod pair;
 pub mod raw;
 

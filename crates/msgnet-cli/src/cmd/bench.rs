@@ -13,6 +13,10 @@
 //!     messages keep carrying the INIT with the protocol name.
 //!
 //! `--quick` shrinks every run so that the whole thing takes a few seconds (tests).
+//!
+//! `--bulk [--mib N]` runs the bulk-transfer benchmark instead ([`crate::bench::bulk`]):
+//! N MiB (default 256, 16 with `--quick`) as 1 MiB reliable messages, beside
+//! rust-libp2p 0.57 over one QUIC stream and one TCP+noise+yamux stream.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -33,6 +37,13 @@ pub struct Args {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Bulk transfer instead: N MiB as 1 MiB reliable messages, beside rust-libp2p
+    /// over QUIC and over TCP+noise+yamux.
+    #[arg(long)]
+    bulk: bool,
+    /// MiB moved by `--bulk` (default 256; 16 with `--quick`).
+    #[arg(long, value_name = "N", requires = "bulk", value_parser = clap::value_parser!(u64).range(1..))]
+    mib: Option<u64>,
 }
 
 /// Run sizes.
@@ -85,6 +96,9 @@ struct Report {
 
 /// Run the benchmark and print the results.
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if args.bulk {
+        return run_bulk(&args).await;
+    }
     let sizes = Sizes::new(args.quick);
     let machine = Machine::probe();
     let mut r = Report::default();
@@ -143,6 +157,21 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         json(&r, &sizes, &machine, args.quick)
     } else {
         table(&r, &sizes, &machine, args.quick)
+    };
+    crate::output::println_flush(text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `msgnet bench --bulk`.
+async fn run_bulk(args: &Args) -> anyhow::Result<ExitCode> {
+    let mib = args.mib.unwrap_or(if args.quick { 16 } else { 256 });
+    let machine = Machine::probe();
+    let r = crate::bench::bulk::run(mib).await?;
+    let (cores, cpu, date) = (machine.cores, machine.cpu.as_str(), machine.date.as_str());
+    let text = if args.json {
+        crate::bench::bulk::json(&r, cores, cpu, date, args.quick)
+    } else {
+        crate::bench::bulk::table(&r, cores, cpu, date, args.quick)
     };
     crate::output::println_flush(text.trim_end())?;
     Ok(ExitCode::SUCCESS)

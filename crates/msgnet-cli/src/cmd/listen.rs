@@ -2,8 +2,11 @@
 //!
 //! Output, line by line and flushed per line:
 //!
-//! 1. each listen address with `/p2p/<id>` appended (an unspecified IP printed as
-//!    loopback, so that the FIRST line is dialable on this machine);
+//! 1. every listen address with `/p2p/<id>` appended, one per line: the UDP address(es)
+//!    first, then the TCP and QUIC ones (an unspecified IP printed as loopback, so that
+//!    the FIRST line is dialable on this machine). By default the host listens on UDP,
+//!    TCP and QUIC (`/ip4/0.0.0.0/udp/0`, `/ip4/0.0.0.0/tcp/0`,
+//!    `/ip4/0.0.0.0/udp/0/quic-v1`); every line is printed before the first message line;
 //! 2. then `<peer id> <protocol> <payload>` for every message and request received,
 //!    payload as text when printable UTF-8, else `0x<hex>`.
 //!
@@ -24,7 +27,9 @@ use crate::output;
 /// Arguments of `msgnet listen`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Address to listen on (repeatable). Default `/ip4/0.0.0.0/udp/0`.
+    /// Address to listen on (repeatable): `/ip4/…/udp/N` (msgnet's UDP transport),
+    /// `/ip4/…/tcp/N` or `/ip4/…/udp/N/quic-v1` (libp2p). Default: UDP, TCP and QUIC on
+    /// 0.0.0.0, free ports.
     #[arg(long = "listen", short = 'l', value_name = "MULTIADDR")]
     listen: Vec<Multiaddr>,
     /// Also handle this protocol (repeatable), besides /echo/1.0.0, /chat/1.0.0 and
@@ -42,14 +47,8 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let keypair = args.key.keypair()?;
     let mut builder = Host::builder(keypair);
-    let listen = if args.listen.is_empty() {
-        vec!["/ip4/0.0.0.0/udp/0"
-            .parse::<Multiaddr>()
-            .context("default listen address")?]
-    } else {
-        args.listen.clone()
-    };
-    for addr in listen {
+    // Without --listen the Host's default applies: UDP, TCP and QUIC on 0.0.0.0.
+    for addr in args.listen.clone() {
         builder = builder.listen(addr);
     }
     let host = builder.build().await?;

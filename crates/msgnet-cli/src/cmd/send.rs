@@ -4,6 +4,9 @@
 //! `Ok`); with `--request`, once the reply arrived, which is printed like `listen`
 //! prints payloads. Any failure is one `error: <reason>` line on stderr and exit code 1,
 //! the reason being the Host's typed error (e.g. `peer does not support protocol /x/1`).
+//!
+//! The address decides the transport: msgnet's UDP sessions, or a libp2p connection over
+//! TCP or QUIC (the Host dials out on any of them whatever it listens on).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -17,7 +20,8 @@ use crate::output;
 /// Arguments of `msgnet send`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The peer's address, ending in `/p2p/<peer id>`.
+    /// The peer's address, ending in `/p2p/<peer id>`: UDP (`/ip4/…/udp/N/p2p/…`), TCP
+    /// (`/ip4/…/tcp/N/p2p/…`) or QUIC (`/ip4/…/udp/N/quic-v1/p2p/…`).
     addr: Multiaddr,
     /// Protocol id, e.g. `/chat/1.0.0`.
     protocol: String,
