@@ -25,6 +25,10 @@ use crate::{
     SendOptions, SessionId, SessionInfo, Transmit,
 };
 
+/// Ack-eliciting packets received before an acknowledgement goes out, even in the
+/// middle of a receive batch.
+const ACK_EVERY: u32 = 16;
+
 /// Longest protocol id accepted.
 pub const MAX_PROTOCOL_LEN: usize = 1024;
 
@@ -293,6 +297,20 @@ impl Endpoint {
         if let Some(reason) = closed {
             self.remove_session(idx, SendError::SessionClosed(format!("closed by peer: {reason}")));
             return;
+        }
+        // A driver may hand over a long batch of datagrams before it polls for output;
+        // acknowledge at least every ACK_EVERY ack-eliciting packets anyway, so the
+        // sender's window keeps moving and its loss detection sees timely acks.
+        let (sessions, mut ctx) = self.ctx();
+        if let Some(s) = sessions.get_mut(&idx) {
+            if s.acks_owed() >= ACK_EVERY {
+                let mut buf = Vec::new();
+                if let Some(n) = s.build_data_packet(now, &mut ctx, &mut buf) {
+                    buf.truncate(n);
+                    let dst = s.remote;
+                    self.out.push_back((dst, buf));
+                }
+            }
         }
         self.mark_dirty(idx);
     }

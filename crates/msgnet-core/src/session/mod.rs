@@ -295,6 +295,11 @@ impl Session {
         self.keys.is_some()
     }
 
+    /// Ack-eliciting packets received since the last acknowledgement went out.
+    pub(crate) fn acks_owed(&self) -> u32 {
+        self.eliciting_since_ack
+    }
+
     pub(crate) fn cwnd(&self) -> u64 {
         self.cc.window()
     }
