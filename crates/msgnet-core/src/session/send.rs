@@ -249,6 +249,24 @@ impl Session {
                 return Some(n);
             }
         }
+        let pn = self.next_pn;
+        let hlen = self.write_header(buf)?;
+        let limit = self.mtu.saturating_sub(hlen + wire::TAG_LEN);
+        if !self.write_frames_gated(now, ctx, buf, limit, pn, false, false, allow) {
+            buf.clear();
+            return None;
+        }
+        let n = self.seal_and_count(now, buf, hlen)?;
+        if let Some(p) = self.sent.get_mut(&pn) {
+            p.size = n;
+            self.cc.on_sent(n);
+        }
+        Some(n)
+    }
+
+    /// Writes the data packet header for the next packet number into `buf` (cleared
+    /// first); returns its length.
+    fn write_header(&self, buf: &mut Vec<u8>) -> Option<usize> {
         let keys = self.keys.as_ref()?;
         let pn = self.next_pn;
         let pn_len = wire::encode_pn_len(pn, self.largest_acked);
@@ -261,12 +279,13 @@ impl Session {
         };
         buf.clear();
         header.encode(buf);
-        let hlen = buf.len();
-        let limit = self.mtu.saturating_sub(hlen + wire::TAG_LEN);
-        if !self.write_frames_gated(now, ctx, buf, limit, pn, false, false, allow) {
-            buf.clear();
-            return None;
-        }
+        Some(buf.len())
+    }
+
+    /// Seals `buf` (header of `hlen` bytes, then frames) with the next packet number and
+    /// counts the packet as sent; returns its length.
+    fn seal_and_count(&mut self, now: Instant, buf: &mut Vec<u8>, hlen: usize) -> Option<usize> {
+        let pn = self.next_pn;
         let mut aad = [0u8; 8];
         let aad = {
             let a = aad.get_mut(..hlen)?;
@@ -279,10 +298,6 @@ impl Session {
             return None;
         }
         keys.send_count += 1;
-        if let Some(p) = self.sent.get_mut(&pn) {
-            p.size = buf.len();
-            self.cc.on_sent(buf.len());
-        }
         self.next_pn += 1;
         self.packets_sent += 1;
         self.last_tx = now;
@@ -302,27 +317,9 @@ impl Session {
             return None;
         }
         self.maybe_rekey(now, ctx.config);
-        let keys = self.keys.as_mut()?;
-        let pn = self.next_pn;
-        let pn_len = wire::encode_pn_len(pn, self.largest_acked);
-        let mask = if pn_len >= 4 { u64::from(u32::MAX) } else { (1u64 << (8 * pn_len)) - 1 };
-        let header = wire::DataHeader {
-            key_phase: keys.send_phase,
-            receiver: self.remote_index,
-            pn_truncated: (pn & mask) as u32,
-            pn_len,
-        };
-        buf.clear();
-        header.encode(buf);
-        let hlen = buf.len();
-        let aad = buf.clone();
+        let hlen = self.write_header(buf)?;
         buf.extend_from_slice(frames);
-        keys.send.seal(pn, &aad, buf, hlen).ok()?;
-        keys.send_count += 1;
-        self.next_pn += 1;
-        self.packets_sent += 1;
-        self.last_tx = now;
-        Some(buf.len())
+        self.seal_and_count(now, buf, hlen)
     }
 
     /// A path MTU probe: PING and PADDING, exactly `size` bytes of UDP payload.
