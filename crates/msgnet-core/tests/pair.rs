@@ -579,3 +579,23 @@ fn handler_removed_after_delivery_does_not_fail_delivered_messages() {
     }
     assert_eq!(p.messages(Side::B).len(), 21);
 }
+
+#[test]
+fn two_hundred_ordered_messages_sent_at_once_arrive_in_order() {
+    let mut p = established();
+    const O: &str = "/ordered/burst/1";
+    p.b.ep.register_protocol(O);
+    let now = p.now;
+    let opts = SendOptions { delivery: Delivery::Ordered, early_data: true };
+    for i in 0..200u32 {
+        p.a.ep.send(now, p.b.peer, O, Bytes::from(i.to_be_bytes().to_vec()), opts).unwrap();
+    }
+    p.run_for(Duration::from_secs(2));
+    let got: Vec<u32> = p
+        .messages(Side::B)
+        .iter()
+        .filter(|m| &*m.protocol == O)
+        .map(|m| u32::from_be_bytes(m.payload[..4].try_into().unwrap()))
+        .collect();
+    assert_eq!(got, (0..200).collect::<Vec<_>>());
+}

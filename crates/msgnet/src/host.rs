@@ -276,31 +276,51 @@ impl Host {
     ///
     /// See [`SendError`]: e.g. `UnsupportedProtocol` if the peer has no handler,
     /// `NoAddress`/`Unreachable` if it cannot be reached, `Closed` after [`close`](Self::close).
-    pub async fn send(
+    pub fn send(
         &self,
         peer: PeerId,
         protocol: &str,
         payload: impl Into<Bytes>,
-    ) -> Result<(), SendError> {
-        self.send_with(peer, protocol, payload, SendOptions::default()).await
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
+        self.send_with(peer, protocol, payload, SendOptions::default())
     }
 
     /// Sends with explicit [`SendOptions`] (delivery guarantee, 0-RTT permission).
     ///
+    /// The message is handed to the host when this method is called, not when the
+    /// returned future is first polled: sends issued one after the other keep that order
+    /// (which is what [`Delivery::Ordered`](crate::Delivery::Ordered) preserves), however
+    /// the futures are then awaited (`join_all`, `FuturesUnordered`, …). Only when the
+    /// host's command queue is full does the future wait for room, and ordering then
+    /// follows the order in which those waits complete.
+    ///
     /// # Errors
     ///
     /// As [`send`](Self::send).
-    pub async fn send_with(
+    pub fn send_with(
         &self,
         peer: PeerId,
         protocol: &str,
         payload: impl Into<Bytes>,
         opts: SendOptions,
-    ) -> Result<(), SendError> {
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send + 'static {
         let (reply, rx) = oneshot::channel();
         let cmd = Cmd::Send { peer, protocol: protocol.into(), payload: payload.into(), opts, reply };
-        self.command(cmd).await?;
-        rx.await.unwrap_or(Err(SendError::Closed))
+        let pending = if self.is_closed() {
+            Err(SendError::Closed)
+        } else {
+            match self.inner.cmd_tx.try_send(cmd) {
+                Ok(()) => Ok(None),
+                Err(mpsc::error::TrySendError::Full(cmd)) => Ok(Some((self.inner.cmd_tx.clone(), cmd))),
+                Err(mpsc::error::TrySendError::Closed(_)) => Err(SendError::Closed),
+            }
+        };
+        async move {
+            if let Some((tx, cmd)) = pending? {
+                tx.send(cmd).await.map_err(|_| SendError::Closed)?;
+            }
+            rx.await.unwrap_or(Err(SendError::Closed))
+        }
     }
 
     /// Sends a request and waits for the response, at most `timeout`.

@@ -98,3 +98,26 @@ async fn a_receiver_that_does_not_read_slows_the_sender() {
     a.close().await;
     b.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_sends_keep_call_order_however_they_are_awaited() {
+    // join_all polls through FuturesUnordered and tokio's cooperative budget makes some
+    // polls yield: the order must come from the calls, not from the polling.
+    let (a, b) = pair(EndpointConfig::default()).await;
+    let mut rx = b.handle("/ordered/1").unwrap();
+    let opts = msgnet::SendOptions { delivery: msgnet::Delivery::Ordered, ..msgnet::SendOptions::default() };
+    let sends: Vec<_> = (0..500u32)
+        .map(|i| a.send_with(b.local_peer_id(), "/ordered/1", i.to_be_bytes().to_vec(), opts))
+        .collect();
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 500 {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("in time").expect("message");
+        got.push(u32::from_be_bytes(m.payload[..4].try_into().unwrap()));
+    }
+    assert_eq!(got, (0..500).collect::<Vec<_>>());
+    a.close().await;
+    b.close().await;
+}
