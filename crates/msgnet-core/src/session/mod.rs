@@ -668,29 +668,10 @@ fn fail_message(ctx: &mut Ctx<'_>, m: &OutMessage, err: SendError) {
     }
 }
 
-/// Bytes of a FRAGMENT frame's header in the worst case for `protocol`.
-pub(crate) fn worst_fragment_overhead(protocol: &str) -> usize {
-    let f = wire::FragmentFrame {
-        total_len: wire::MAX_FRAGMENTED_LEN,
-        offset: wire::MAX_FRAGMENTED_LEN,
-        unreliable_id: u64::from(u32::MAX) * 16,
-        message: MessageFrame {
-            init: Some(wire::Init { transport_id: 0, protocol }),
-            protocol_int: u16::MAX,
-            ordered: false,
-            seq: Some(wire::TruncatedSeq { value: u32::MAX, len: 4 }),
-            kind: wire::MessageKind::Request(u64::from(u32::MAX) * 16),
-            payload: &[],
-            explicit_len: true,
-        },
-    };
-    f.header_len() + 3
-}
-
-/// Bytes of a message frame's header in the worst case for `protocol` (INIT, 4-byte
-/// sequence number, largest request id, 3-byte length).
-pub(crate) fn worst_frame_overhead(protocol: &str, payload_len: usize) -> usize {
-    let f = MessageFrame {
+/// A message frame header as large as `protocol` allows: INIT, the largest protocol int,
+/// a 4-byte sequence number, a large request id, an explicit length.
+fn worst_message_frame(protocol: &str) -> MessageFrame<'_> {
+    MessageFrame {
         init: Some(wire::Init { transport_id: 0, protocol }),
         protocol_int: u16::MAX,
         ordered: false,
@@ -698,6 +679,22 @@ pub(crate) fn worst_frame_overhead(protocol: &str, payload_len: usize) -> usize 
         kind: wire::MessageKind::Request(u64::from(u32::MAX) * 16),
         payload: &[],
         explicit_len: true,
+    }
+}
+
+/// Bytes of a FRAGMENT frame's header in the worst case for `protocol`.
+pub(crate) fn worst_fragment_overhead(protocol: &str) -> usize {
+    let f = wire::FragmentFrame {
+        total_len: wire::MAX_FRAGMENTED_LEN,
+        offset: wire::MAX_FRAGMENTED_LEN,
+        unreliable_id: u64::from(u32::MAX) * 16,
+        message: worst_message_frame(protocol),
     };
-    f.header_len() + wire::varint_len(payload_len as u64)
+    f.header_len() + 3
+}
+
+/// Bytes of a message frame's header in the worst case for `protocol` (INIT, 4-byte
+/// sequence number, large request id, the length of `payload_len`).
+pub(crate) fn worst_frame_overhead(protocol: &str, payload_len: usize) -> usize {
+    worst_message_frame(protocol).header_len() + wire::varint_len(payload_len as u64)
 }
