@@ -436,14 +436,19 @@ impl Session {
         }
         self.largest_acked = Some(self.largest_acked.map_or(largest, |l| l.max(largest)));
 
+        let mut rtt_sample = None;
         if let Some((_, p)) = newly.iter().find(|(pn, _)| *pn == largest) {
             if p.ack_eliciting {
                 let delay = Duration::from_micros(sack.delay_us).min(ctx.config.max_ack_delay);
-                self.rtt.update(now.saturating_duration_since(p.time), delay);
+                let rtt = now.saturating_duration_since(p.time);
+                self.rtt.update(rtt, delay);
+                rtt_sample = Some(rtt);
             }
         }
         self.rto_backoff = 0;
         self.confirmed = true;
+        let newest = newly.iter().map(|(pn, _)| *pn).max().unwrap_or(largest);
+        self.cc.on_ack_received(newest, rtt_sample, self.next_pn);
         for (_, p) in &newly {
             if p.size > 0 {
                 self.cc.on_ack(p.time, p.size);
@@ -617,19 +622,29 @@ impl Session {
         }
         if let Some(d) = self.rto_deadline(ctx.config) {
             if d <= now {
-                let rto = self.rtt.rto(ctx.config.max_ack_delay);
-                let lost: Vec<u64> = self
-                    .sent
-                    .iter()
-                    .filter(|(_, p)| p.time + rto <= now)
-                    .map(|(pn, _)| *pn)
-                    .collect();
-                let any = !lost.is_empty();
-                for pn in lost {
-                    self.packet_lost(now, ctx, pn);
-                }
-                if any {
-                    self.cc.on_timeout(now);
+                // RFC 9002 §6.2: the first two timeouts only probe (a PING, which
+                // congestion control does not hold back) and declare nothing lost:
+                // acknowledgements that were merely late (a loaded host) then cost
+                // nothing, and the probe's acknowledgement lets loss detection find what
+                // was really lost. The third in a row (four timeout periods without an
+                // acknowledgement: persistent congestion, RFC 9002 §7.6) presumes
+                // everything old lost and collapses the window.
+                self.ping_pending = true;
+                if self.rto_backoff >= 2 {
+                    let rto = self.rtt.rto(ctx.config.max_ack_delay);
+                    let lost: Vec<u64> = self
+                        .sent
+                        .iter()
+                        .filter(|(_, p)| p.time + rto <= now)
+                        .map(|(pn, _)| *pn)
+                        .collect();
+                    let any = !lost.is_empty();
+                    for pn in lost {
+                        self.packet_lost(now, ctx, pn);
+                    }
+                    if any {
+                        self.cc.on_timeout(now);
+                    }
                 }
                 self.rto_backoff += 1;
             }

@@ -221,9 +221,11 @@ impl Session {
         if !self.can_send_data() {
             return None;
         }
-        // Congestion control and pacing gate everything ack-eliciting.
+        // Congestion control and pacing gate everything ack-eliciting but a pending PING
+        // (a timeout's probe or a keepalive), whose packet may leave at once and take data
+        // along (RFC 9002 §7.5: probes are not blocked by congestion control).
         let mut allow = true;
-        if !self.queue.is_empty() || self.ping_pending {
+        if !self.queue.is_empty() && !self.ping_pending {
             let size = self.mtu;
             if !self.cc.window_allows(size) {
                 allow = false;
