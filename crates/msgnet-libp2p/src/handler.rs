@@ -37,6 +37,10 @@ use crate::protocol::{read_lp, write_lp, InboundProtocols, MSGNET};
 /// Bytes read from the msgnet stream per event.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Queued writes are coalesced into one stream write up to this many bytes (each stream
+/// write is a muxer frame: a yamux frame, or a QUIC stream write).
+const WRITE_COALESCE: usize = 64 * 1024;
+
 /// Commands from the behaviour.
 #[derive(Debug)]
 pub enum FromBehaviour {
@@ -292,6 +296,9 @@ impl Handler {
     /// Writes queued bytes; returns an error message if the stream failed.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Option<String> {
         let OutState::Open(stream) = &mut self.out else { return None };
+        if self.write_pos == 0 && self.write_queue.len() > 1 {
+            coalesce(&mut self.write_queue);
+        }
         while let Some(front) = self.write_queue.front() {
             let chunk = front.get(self.write_pos..).unwrap_or_default();
             match Pin::new(&mut *stream).poll_write(cx, chunk) {
@@ -318,6 +325,29 @@ impl Handler {
         }
         None
     }
+}
+
+/// Merges the small chunks at the front of `queue` into one (up to [`WRITE_COALESCE`]
+/// bytes), so that a burst of records costs one stream write. The byte sequence is
+/// unchanged, and so is the credit: `Written` counts bytes.
+fn coalesce(queue: &mut VecDeque<Bytes>) {
+    let mut n = 0;
+    let mut len = 0;
+    for b in queue.iter() {
+        if n > 0 && len + b.len() > WRITE_COALESCE {
+            break;
+        }
+        len += b.len();
+        n += 1;
+    }
+    if n < 2 {
+        return;
+    }
+    let mut merged = Vec::with_capacity(len);
+    for b in queue.drain(..n) {
+        merged.extend_from_slice(&b);
+    }
+    queue.push_front(Bytes::from(merged));
 }
 
 impl ConnectionHandler for Handler {
@@ -485,5 +515,30 @@ impl ConnectionHandler for Handler {
             return Poll::Ready(ConnectionHandlerEvent::NotifyBehaviour(e));
         }
         Poll::Pending
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalesce_keeps_bytes_and_bounds_chunks() {
+        let chunks: Vec<Bytes> = (0u8..10).map(|i| Bytes::from(vec![i; 100])).collect();
+        let mut q: VecDeque<Bytes> = chunks.iter().cloned().collect();
+        q.push_back(Bytes::from(vec![0xee; WRITE_COALESCE]));
+        q.push_back(Bytes::from_static(b"tail"));
+        let before: Vec<u8> = q.iter().flat_map(|b| b.to_vec()).collect();
+        coalesce(&mut q);
+        // The ten small chunks became one; the large one is not merged past the bound.
+        assert_eq!(q.len(), 3);
+        assert_eq!(q[0].len(), 1000);
+        assert_eq!(q[1].len(), WRITE_COALESCE);
+        let after: Vec<u8> = q.iter().flat_map(|b| b.to_vec()).collect();
+        assert_eq!(after, before);
+        // A single chunk is left alone.
+        let mut one: VecDeque<Bytes> = VecDeque::from(vec![Bytes::from_static(b"x")]);
+        coalesce(&mut one);
+        assert_eq!(one, VecDeque::from(vec![Bytes::from_static(b"x")]));
     }
 }

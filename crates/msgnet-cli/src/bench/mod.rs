@@ -9,6 +9,9 @@
 //!
 //! [`bulk`] (`msgnet bench --bulk`) moves N MiB one way, msgnet beside rust-libp2p
 //! ([`libp2p_baseline`]) over QUIC and over TCP+noise+yamux.
+//!
+//! [`streams`] (`msgnet bench --streams`) compares msgnet's long-lived libp2p stream
+//! (`msgnet-libp2p`) with rust-libp2p `request-response` over TCP and QUIC.
 
 use std::time::Duration;
 
@@ -16,6 +19,7 @@ pub mod bulk;
 pub mod libp2p_baseline;
 pub mod pair;
 pub mod raw;
+pub mod streams;
 
 /// Payload size of every benchmark message.
 pub const PAYLOAD: usize = 64;

@@ -17,6 +17,10 @@
 //! `--bulk [--mib N]` runs the bulk-transfer benchmark instead ([`crate::bench::bulk`]):
 //! N MiB (default 256, 16 with `--quick`) as 1 MiB reliable messages, beside
 //! rust-libp2p 0.57 over one QUIC stream and one TCP+noise+yamux stream.
+//!
+//! `--streams` runs the libp2p stream benchmark instead ([`crate::bench::streams`]):
+//! 64-byte request/response round trip and rates over msgnet's long-lived
+//! `/msgnet/1.0.0` stream beside rust-libp2p `request-response`, over TCP and QUIC.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -44,6 +48,10 @@ pub struct Args {
     /// MiB moved by `--bulk` (default 256; 16 with `--quick`).
     #[arg(long, value_name = "N", requires = "bulk", value_parser = clap::value_parser!(u64).range(1..))]
     mib: Option<u64>,
+    /// msgnet's long-lived libp2p stream (msgnet-libp2p) beside rust-libp2p
+    /// request-response, over one TCP+noise+yamux and one QUIC connection.
+    #[arg(long, conflicts_with = "bulk")]
+    streams: bool,
 }
 
 /// Run sizes.
@@ -98,6 +106,9 @@ struct Report {
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.bulk {
         return run_bulk(&args).await;
+    }
+    if args.streams {
+        return run_streams(&args).await;
     }
     let sizes = Sizes::new(args.quick);
     let machine = Machine::probe();
@@ -172,6 +183,20 @@ async fn run_bulk(args: &Args) -> anyhow::Result<ExitCode> {
         crate::bench::bulk::json(&r, cores, cpu, date, args.quick)
     } else {
         crate::bench::bulk::table(&r, cores, cpu, date, args.quick)
+    };
+    crate::output::println_flush(text.trim_end())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `msgnet bench --streams`.
+async fn run_streams(args: &Args) -> anyhow::Result<ExitCode> {
+    let machine = Machine::probe();
+    let r = crate::bench::streams::run(args.quick).await?;
+    let (cores, cpu, date) = (machine.cores, machine.cpu.as_str(), machine.date.as_str());
+    let text = if args.json {
+        crate::bench::streams::json(&r, cores, cpu, date, args.quick)
+    } else {
+        crate::bench::streams::table(&r, cores, cpu, date, args.quick)
     };
     crate::output::println_flush(text.trim_end())?;
     Ok(ExitCode::SUCCESS)

@@ -11,7 +11,7 @@ use crate::wire::{Frame, Frames, Init, MessageFrame, MessageKind, ResetCode, Sac
 use crate::{Event, InboundRequest, IncomingMessage, MessageId, SendError, SessionId};
 
 use super::record::{encode_record, RecordDecoder, MAX_RECORD_LEN};
-use super::{StreamConfig, StreamError, BUSY_CODE, MAX_FRAME_OVERHEAD};
+use super::{StreamConfig, StreamError, BUSY_CODE, MAX_FRAME_OVERHEAD, SACK_EVERY};
 
 /// A sent message awaiting the peer's acknowledgement (by stream index).
 #[derive(Debug)]
@@ -68,7 +68,11 @@ pub struct StreamConn {
     received: u64,
     /// `received` as of the last SACK we wrote.
     sacked: u64,
+    /// A one-way message arrived since the last SACK: its sender waits for the SACK.
+    sack_now: bool,
     inbound_requests: HashSet<u64>,
+    /// Responses that arrived for requests of ours no longer pending.
+    late_responses: u64,
 
     events: VecDeque<Event>,
     /// Why the conversation ended, once it did.
@@ -100,7 +104,9 @@ impl StreamConn {
             in_ints: HashMap::new(),
             received: 0,
             sacked: 0,
+            sack_now: false,
             inbound_requests: HashSet::new(),
+            late_responses: 0,
             events: VecDeque::new(),
             closed: None,
             ignore_input: false,
@@ -120,6 +126,12 @@ impl StreamConn {
     /// Sends and requests awaiting acknowledgement or response.
     pub fn in_flight(&self) -> usize {
         self.unacked_sends + self.requests.len()
+    }
+
+    /// Responses that arrived for requests of ours that were no longer pending (given up
+    /// with [`StreamConn::abandon_requests`], or failed): dropped, counted here.
+    pub fn late_responses(&self) -> u64 {
+        self.late_responses
     }
 
     /// Output bytes not yet drained by [`StreamConn::poll_output`].
@@ -184,6 +196,17 @@ impl StreamConn {
         Ok(())
     }
 
+    /// Gives up on the pending requests whose id `abandon` picks (the driver's timeout):
+    /// they leave the in-flight count, no event is reported for them, and a response
+    /// arriving later is dropped and counted in [`StreamConn::late_responses`]. Nothing
+    /// is written (the protocol has no cancel frame). Returns how many were abandoned.
+    /// One pass over the pending requests, however many are abandoned.
+    pub fn abandon_requests(&mut self, abandon: impl Fn(MessageId) -> bool) -> usize {
+        let before = self.requests.len();
+        self.requests.retain(|_, r| !abandon(r.id));
+        before - self.requests.len()
+    }
+
     /// Ends the conversation: writes CLOSE and fails everything pending with
     /// [`SendError::Closed`].
     pub fn close(&mut self, code: u64, reason: &str) {
@@ -242,9 +265,16 @@ impl StreamConn {
     }
 
     /// The next bytes to write on our outbound stream (whole records), or `None`. A SACK
-    /// for everything received so far is appended when the count advanced.
+    /// for everything received so far is appended when the count advanced and a one-way
+    /// message waits for it, or [`SACK_EVERY`] messages are unacknowledged, or other
+    /// frames are written anyway (requests and responses complete by responses, so their
+    /// SACK rides on the next output: see the [module docs](super)).
     pub fn poll_output(&mut self) -> Option<Bytes> {
-        if self.received > self.sacked {
+        let unsacked = self.received - self.sacked;
+        if unsacked > 0
+            && (self.sack_now || unsacked >= SACK_EVERY || !self.record.is_empty() || !self.ready.is_empty())
+        {
+            self.sack_now = false;
             let sack = Sack { delay_us: 0, ranges: vec![(0, self.received - 1)] };
             self.push_frame(&Frame::Sack(sack));
             self.sacked = self.received;
@@ -346,7 +376,7 @@ impl StreamConn {
         let mut sacks = Vec::new();
         for frame in frames {
             match frame {
-                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } => {}
+                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } | Frame::Race { .. } => {}
                 Frame::Sack(s) => sacks.push(s),
                 Frame::Reset { protocol_int, code, seq } => self.on_reset(protocol_int, code, seq),
                 Frame::Close { code, reason } => {
@@ -401,7 +431,11 @@ impl StreamConn {
             MessageKind::Response(rid) | MessageKind::ErrorResponse(rid) => {
                 let matches = self.requests.get(&rid).is_some_and(|r| r.protocol == protocol);
                 if !matches {
-                    return Ok(()); // unknown or failed already: ignore
+                    // Unknown, abandoned or failed already: ignore (count the late ones).
+                    if rid < self.next_request_id && !self.requests.contains_key(&rid) {
+                        self.late_responses += 1;
+                    }
+                    return Ok(());
                 }
                 let Some(r) = self.requests.remove(&rid) else { return Ok(()) };
                 let result = match m.kind {
@@ -416,6 +450,9 @@ impl StreamConn {
                 self.events.push_back(Event::Response { id: r.id, result });
             }
             MessageKind::Message | MessageKind::Request(_) => {
+                if m.kind == MessageKind::Message {
+                    self.sack_now = true; // the sender completes on our SACK
+                }
                 if !handlers(&protocol) {
                     self.push_frame(&Frame::Reset {
                         protocol_int: int,

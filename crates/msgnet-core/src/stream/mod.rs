@@ -24,11 +24,15 @@
 //!   (protocol string, int, `transport_id` 0); later ones are CONTINUATIONs, since a
 //!   reliable stream cannot lose the INIT.
 //! - Every message frame (any kind) received gets the next **stream index** 0, 1, 2, ….
-//!   After each input batch, when the count advanced, the receiver writes a SACK with one
-//!   range `(0, count − 1)` on its own outbound stream (written lazily by
-//!   [`StreamConn::poll_output`], so a burst of input costs one SACK). A sent message
-//!   completes (`Event::SendComplete { Ok }`) when a SACK covers its index; a request
-//!   completes when its response arrives.
+//!   The receiver acknowledges with a SACK with one range `(0, count − 1)` on its own
+//!   outbound stream, written lazily by [`StreamConn::poll_output`] (a burst of input
+//!   costs one SACK): after an input batch that contained a one-way message, once
+//!   [`SACK_EVERY`] messages are unacknowledged, and otherwise on the next output it
+//!   writes anyway. A sent message completes (`Event::SendComplete { Ok }`) when a SACK
+//!   covers its index; a request completes when its response arrives, so requests and
+//!   responses need no SACK of their own: theirs rides on the response or the next
+//!   request (one write per direction per round trip), and the peer's bookkeeping of
+//!   unacknowledged requests and responses stays below [`SACK_EVERY`].
 //! - A message or request for a protocol without a handler is answered with
 //!   `RESET { protocol_int, NO_HANDLER, seq: Some(index) }`; the sender fails exactly that
 //!   message with [`SendError::UnsupportedProtocol`](crate::SendError::UnsupportedProtocol). A CONTINUATION for an unbound int is
@@ -76,6 +80,10 @@ pub const PROTOCOL: &str = "/msgnet/1.0.0";
 /// Largest frame header a message frame may need (INIT with a 1024-byte protocol, request
 /// id and length), rounded up.
 pub const MAX_FRAME_OVERHEAD: usize = 1100;
+
+/// Most received messages a [`StreamConn`] leaves unacknowledged while it has nothing
+/// else to write (requests and responses; a one-way message is acknowledged at once).
+pub const SACK_EVERY: u64 = 32;
 
 /// Error-response code used when the receiver has too many unanswered requests.
 pub const BUSY_CODE: u8 = 2;

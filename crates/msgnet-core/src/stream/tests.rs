@@ -228,6 +228,109 @@ fn responses_route_to_requests() {
 }
 
 #[test]
+fn abandoned_requests_release_and_late_responses_are_counted() {
+    let mut p = Pair::new(&[], &["/echo"]);
+    for i in 1..=3 {
+        p.a.conn.request(MessageId(i), "/echo", Bytes::from(vec![i as u8])).expect("req");
+    }
+    p.pump();
+    let reqs: Vec<_> = p
+        .b
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Message(m) => m.request.clone(),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reqs.len(), 3);
+    assert_eq!(p.a.conn.in_flight(), 3);
+    // The driver gives up on 1 and 3.
+    assert_eq!(p.a.conn.abandon_requests(|id| id == MessageId(1) || id == MessageId(3)), 2);
+    assert_eq!(p.a.conn.in_flight(), 1);
+    assert_eq!(p.a.conn.abandon_requests(|id| id == MessageId(1)), 0, "already abandoned");
+    for req in &reqs {
+        p.b.conn.respond(req, Ok(Bytes::from_static(b"ok"))).expect("respond");
+    }
+    p.pump();
+    // Only the live request completes; the other two responses are dropped and counted.
+    assert_eq!(responses(&p.a.events), vec![(MessageId(2), Ok(Bytes::from_static(b"ok")))]);
+    assert_eq!(p.a.conn.late_responses(), 2);
+    assert_eq!(p.a.conn.in_flight(), 0);
+    // The connection still works.
+    p.a.conn.request(MessageId(4), "/echo", Bytes::from_static(b"x")).expect("req");
+    p.pump();
+    let req = p
+        .b
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match e {
+            Event::Message(m) => m.request.clone(),
+            _ => None,
+        })
+        .expect("fourth request");
+    p.b.conn.respond(&req, Ok(Bytes::from_static(b"y"))).expect("respond");
+    p.pump();
+    assert_eq!(responses(&p.a.events).last(), Some(&(MessageId(4), Ok(Bytes::from_static(b"y")))));
+    assert_eq!(p.a.conn.late_responses(), 2);
+}
+
+/// Moves everything `from` has to write into `to`; whether there was anything.
+fn deliver(from: &mut Side, to: &mut Side) -> bool {
+    let mut any = false;
+    while let Some(out) = from.conn.poll_output() {
+        any = true;
+        let h = &to.handlers;
+        to.conn.handle_input(&out, &|p: &str| h.contains(p)).expect("valid input");
+    }
+    while let Some(e) = to.conn.poll_event() {
+        to.events.push(e);
+    }
+    any
+}
+
+#[test]
+fn requests_and_responses_carry_the_sacks() {
+    let mut p = Pair::new(&[], &["/echo", "/sink"]);
+    for round in 0..3u64 {
+        p.a.conn.request(MessageId(round), "/echo", Bytes::from_static(b"q")).expect("req");
+        assert!(deliver(&mut p.a, &mut p.b));
+        assert!(p.b.conn.poll_output().is_none(), "no SACK of its own for a request");
+        let req = p
+            .b
+            .events
+            .drain(..)
+            .find_map(|e| match e {
+                Event::Message(m) => m.request,
+                _ => None,
+            })
+            .expect("request");
+        p.b.conn.respond(&req, Ok(Bytes::from_static(b"r"))).expect("respond");
+        assert!(deliver(&mut p.b, &mut p.a), "the response, with the SACK");
+        assert!(p.a.conn.poll_output().is_none(), "no SACK of its own for a response");
+        assert_eq!(responses(&p.a.events).len() as u64, round + 1);
+        assert_eq!(p.a.conn.in_flight(), 0);
+    }
+    // A one-way message is acknowledged at once.
+    p.a.conn.send(MessageId(10), "/sink", Bytes::from_static(b"m")).expect("send");
+    assert!(deliver(&mut p.a, &mut p.b));
+    assert!(deliver(&mut p.b, &mut p.a), "SACK for the one-way message");
+    assert_eq!(completions(&p.a.events), vec![(MessageId(10), Ok(()))]);
+    // Unanswered requests are acknowledged once SACK_EVERY are unacknowledged.
+    let before = p.b.events.len();
+    for i in 0..SACK_EVERY - 1 {
+        p.a.conn.request(MessageId(100 + i), "/echo", Bytes::from_static(b"q")).expect("req");
+        assert!(deliver(&mut p.a, &mut p.b));
+        assert!(p.b.conn.poll_output().is_none(), "below the threshold ({i})");
+    }
+    p.a.conn.request(MessageId(99), "/echo", Bytes::from_static(b"q")).expect("req");
+    assert!(deliver(&mut p.a, &mut p.b));
+    assert!(p.b.conn.poll_output().is_some(), "SACK at the threshold");
+    assert_eq!(p.b.events.len() - before, SACK_EVERY as usize);
+}
+
+#[test]
 fn garbage_is_an_error() {
     let cases: &[&[u8]] = &[
         &[0x01, 0x06],                   // unknown frame type

@@ -98,6 +98,10 @@ pub struct Behaviour {
     addresses: HashMap<PeerId, Vec<Multiaddr>>,
     pending: VecDeque<ToSwarm<Event, FromBehaviour>>,
     waker: Option<Waker>,
+    /// The UDP packet transport, if [`Behaviour::with_udp`] turned it on.
+    udp: Option<udp::Udp>,
+    /// Request deadlines ([`Config::request_timeout`]).
+    timeouts: timeout::Timeouts,
 }
 
 impl Behaviour {
@@ -116,6 +120,8 @@ impl Behaviour {
             addresses: HashMap::new(),
             pending: VecDeque::new(),
             waker: None,
+            udp: None,
+            timeouts: timeout::Timeouts::default(),
         }
     }
 
@@ -126,6 +132,7 @@ impl Behaviour {
     pub fn handle(&mut self, protocol: &str) -> bool {
         let added = self.handlers.insert(Arc::from(protocol));
         if added {
+            self.udp_protocol(protocol, true);
             self.update_bridged();
         }
         added
@@ -136,14 +143,20 @@ impl Behaviour {
     pub fn remove_handler(&mut self, protocol: &str) -> bool {
         let removed = self.handlers.remove(protocol);
         if removed {
+            self.udp_protocol(protocol, false);
             self.update_bridged();
         }
         removed
     }
 
     /// Remembers an address to dial `peer` at (at most 8 per peer, and
-    /// [`Config::max_address_book`] peers).
+    /// [`Config::max_address_book`] peers). With the UDP transport on
+    /// ([`Behaviour::with_udp`]), `/ip4|ip6/<ip>/udp/<port>` addresses (no `/quic-v1`;
+    /// optionally `/p2p/<peer>`) are the UDP transport's: later sends to `peer` use UDP.
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
+        if self.udp_add_address(peer, &addr) {
+            return; // `/ip4|ip6/../udp/<port>`: the UDP transport's
+        }
         if !self.addresses.contains_key(&peer) && self.addresses.len() >= self.config.max_address_book {
             return;
         }
@@ -173,6 +186,10 @@ impl Behaviour {
     /// Sends a one-way message. The outcome arrives as [`Event::SendComplete`]: `Ok` once
     /// the peer acknowledged it. Errors here are immediate refusals (invalid protocol,
     /// too large, [`SendError::Backpressure`]); no event follows them.
+    ///
+    /// With the UDP transport on, a peer with a UDP session or a known UDP address is
+    /// reached over UDP (falling back to libp2p if the UDP handshake cannot reach it and
+    /// a libp2p connection or address exists); other peers over libp2p connections.
     pub fn send(&mut self, peer: PeerId, protocol: &str, payload: Bytes) -> Result<MessageId, SendError> {
         self.submit(peer, protocol, payload, false)
     }
@@ -183,6 +200,76 @@ impl Behaviour {
         self.submit(peer, protocol, payload, true)
     }
 
+    /// Sends a one-way message on connection `c` only, which must be a ready msgnet
+    /// connection (its `/msgnet/1.0.0` stream open: [`Event::MsgnetSupport`] said
+    /// `supported`). The outcome arrives as for [`Behaviour::send`]. Errors: as `send`, and
+    /// [`SendError::Unreachable`] if `c` is not ready. For drivers that pick the transport
+    /// themselves (msgnet's Host races and consolidates transports).
+    pub fn send_on(&mut self, c: ConnectionId, protocol: &str, payload: Bytes) -> Result<MessageId, SendError> {
+        self.submit_on(c, protocol, payload, false)
+    }
+
+    /// Sends a request on connection `c` only; see [`Behaviour::send_on`] and
+    /// [`Behaviour::request`].
+    pub fn request_on(&mut self, c: ConnectionId, protocol: &str, payload: Bytes) -> Result<MessageId, SendError> {
+        self.submit_on(c, protocol, payload, true)
+    }
+
+    /// The connection whose msgnet streams carry `session` (the session of an
+    /// [`IncomingMessage`](msgnet_core::IncomingMessage) from this behaviour).
+    pub fn connection_of(&self, session: SessionId) -> Option<ConnectionId> {
+        self.sessions.get(&session).map(|&(c, _)| c)
+    }
+
+    /// Checks a send or request to `peer` against the protocol rules, the size limit and
+    /// the peer's budget, then takes a message id for it and records it as outstanding.
+    fn admit(&mut self, peer: PeerId, protocol: &str, bytes: usize, request: bool) -> Result<(MessageId, Arc<str>), SendError> {
+        if protocol.is_empty() || protocol.len() > msgnet_core::MAX_PROTOCOL_LEN {
+            return Err(SendError::InvalidProtocol);
+        }
+        let limit = self.config.stream.max_message_size;
+        if bytes > limit {
+            return Err(SendError::MessageTooLarge { size: bytes, limit });
+        }
+        let p = self.peers.entry(peer).or_default();
+        if p.in_flight >= self.config.max_in_flight_per_peer
+            || (p.in_flight > 0 && p.bytes + bytes > self.config.max_pending_bytes_per_peer)
+        {
+            return Err(SendError::Backpressure);
+        }
+        p.in_flight += 1;
+        p.bytes += bytes;
+        let id = MessageId(self.next_message_id);
+        self.next_message_id += 1;
+        let protocol: Arc<str> = Arc::from(protocol);
+        self.outstanding
+            .insert(id, Outstanding { peer, protocol: protocol.clone(), bytes, request, bridge_conn: None });
+        Ok((id, protocol))
+    }
+
+    fn submit_on(&mut self, c: ConnectionId, protocol: &str, payload: Bytes, request: bool) -> Result<MessageId, SendError> {
+        let peer = match self.conns.get(&c) {
+            Some(conn) if conn.status == Status::Ready => conn.peer,
+            _ => return Err(SendError::Unreachable("no ready msgnet connection".into())),
+        };
+        let (id, protocol) = self.admit(peer, protocol, payload.len(), request)?;
+        if request {
+            self.arm_timeout(id);
+        }
+        if let Some(conn) = self.conns.get_mut(&c) {
+            let r = if request {
+                conn.stream.request(id, &protocol, payload)
+            } else {
+                conn.stream.send(id, &protocol, payload)
+            };
+            if let Err(e) = r {
+                self.finish(id, Err(e));
+            }
+        }
+        self.flush_conn(c);
+        Ok(id)
+    }
+
     /// Answers an inbound request: `Ok(payload)` or `Err((code, reason))`. Over the
     /// bridge an error response closes the stream without an answer.
     pub fn respond(
@@ -190,6 +277,9 @@ impl Behaviour {
         req: &InboundRequest,
         result: Result<Bytes, (u8, String)>,
     ) -> Result<(), SendError> {
+        if req.session.0 & udp::UDP_SESSION != 0 {
+            return self.udp_respond(req, result);
+        }
         let &(c, bridge) = self.sessions.get(&req.session).ok_or(SendError::UnknownRequest)?;
         let conn = self.conns.get_mut(&c).ok_or(SendError::UnknownRequest)?;
         if !bridge {
@@ -212,34 +302,23 @@ impl Behaviour {
     }
 
     fn submit(&mut self, peer: PeerId, protocol: &str, payload: Bytes, request: bool) -> Result<MessageId, SendError> {
-        if protocol.is_empty() || protocol.len() > msgnet_core::MAX_PROTOCOL_LEN {
-            return Err(SendError::InvalidProtocol);
+        let (id, protocol) = self.admit(peer, protocol, payload.len(), request)?;
+        match self.udp_submit(peer, Queued { id, protocol, payload, request }) {
+            Ok(Some(q)) => self.route(peer, q),
+            Ok(None) => {}
+            Err(e) => {
+                self.release(id);
+                return Err(e);
+            }
         }
-        let limit = self.config.stream.max_message_size;
-        if payload.len() > limit {
-            return Err(SendError::MessageTooLarge { size: payload.len(), limit });
-        }
-        let p = self.peers.entry(peer).or_default();
-        if p.in_flight >= self.config.max_in_flight_per_peer
-            || (p.in_flight > 0 && p.bytes + payload.len() > self.config.max_pending_bytes_per_peer)
-        {
-            return Err(SendError::Backpressure);
-        }
-        p.in_flight += 1;
-        p.bytes += payload.len();
-        let id = MessageId(self.next_message_id);
-        self.next_message_id += 1;
-        let protocol: Arc<str> = Arc::from(protocol);
-        self.outstanding.insert(
-            id,
-            Outstanding { peer, protocol: protocol.clone(), bytes: payload.len(), request, bridge_conn: None },
-        );
-        self.route(peer, Queued { id, protocol, payload, request });
         Ok(id)
     }
 
     /// Puts `q` on the best connection to `peer`, queues it, or dials.
     fn route(&mut self, peer: PeerId, q: Queued) {
+        if q.request {
+            self.arm_timeout(q.id);
+        }
         let (mut ready, mut pending, mut unsupported, mut failed) = (None, false, None, false);
         for c in self.peers.get(&peer).map(|p| p.conns.as_slice()).unwrap_or_default() {
             match self.conns.get(c).map(|c| c.status) {
@@ -307,7 +386,12 @@ impl Behaviour {
     /// Reports the outcome of send or request `id` and releases its budget. A send's
     /// result ignores the payload.
     fn finish(&mut self, id: MessageId, result: Result<Option<Bytes>, SendError>) {
-        let Some(o) = self.outstanding.remove(&id) else { return };
+        let Some(o) = self.outstanding.remove(&id) else {
+            if matches!(result, Ok(Some(_))) {
+                self.timeouts.late += 1; // a bridge response after the request timed out
+            }
+            return;
+        };
         if let Some(p) = self.peers.get_mut(&o.peer) {
             p.in_flight = p.in_flight.saturating_sub(1);
             p.bytes = p.bytes.saturating_sub(o.bytes);
@@ -414,6 +498,7 @@ impl Behaviour {
 
     fn on_connection_closed(&mut self, peer: PeerId, c: ConnectionId) {
         if let Some(mut conn) = self.conns.remove(&c) {
+            self.timeouts.late += conn.stream.late_responses();
             conn.stream.fail_all(SendError::SessionClosed("connection closed".into()));
             self.sessions.remove(&conn.stream.session());
             self.sessions.remove(&conn.bridge_session);
@@ -496,3 +581,5 @@ impl Behaviour {
 }
 
 mod swarm;
+mod timeout;
+pub(crate) mod udp;

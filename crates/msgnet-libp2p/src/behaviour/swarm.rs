@@ -112,6 +112,7 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.udp_on_swarm_event(&event);
         match event {
             FromSwarm::ConnectionEstablished(e) => {
                 self.ensure_conn(e.peer_id, e.connection_id);
@@ -134,6 +135,8 @@ impl NetworkBehaviour for Behaviour {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Event, THandlerInEvent<Self>>> {
+        self.poll_udp(cx);
+        self.poll_timeouts(cx);
         if let Some(e) = self.pending.pop_front() {
             return Poll::Ready(e);
         }

@@ -1,0 +1,633 @@
+//! `msgnet bench --streams`: msgnet's long-lived `/msgnet/1.0.0` stream against
+//! rust-libp2p 0.57 `request-response` (one stream per request), in the same run.
+//!
+//! Two `Swarm`s in one process on 127.0.0.1, one connection between them, once over
+//! TCP+noise+yamux and once over QUIC. On each connection, two behaviours are measured
+//! one after the other, each on a fresh pair of swarms:
+//!
+//! - msgnet: [`msgnet_libp2p::Behaviour`]; the server handles [`ECHO`] (answers every
+//!   request with a 64-byte response) and [`SINK`] (one-way messages, acknowledged by the
+//!   stream's SACKs);
+//! - baseline: `libp2p::request_response::Behaviour` with a length-prefixed codec
+//!   (`uvarint length || bytes`, the same framing msgnet's bridge speaks), [`ECHO`] with
+//!   `ProtocolSupport::Full`, `max_concurrent_streams` at twice the window and a 60 s
+//!   request timeout; a request is answered with 64 bytes, or with 0 bytes if its first
+//!   byte marks it one-way (request-response has no one-way message: a one-way message
+//!   is a 64-byte request with an empty response).
+//!
+//! Measured, for each: (a) the round trip of a 64-byte request and its 64-byte response,
+//! one at a time, median and p99 over N after a warm-up; (b) the request rate with
+//! [`WINDOW`] requests outstanding (a new one is issued as each completes), from the
+//! first issued to the last completed; (c) the same for one-way 64-byte messages, counted
+//! when the sender learns they were delivered (SACK, or the empty response). The server
+//! swarm runs in its own task; the client swarm is driven by the measuring task.
+//!
+//! The window is 128: below QUIC's default stream limit (256 bidirectional streams per
+//! connection in libp2p-quic) and yamux's 256 unacknowledged streams, so the baseline is
+//! never throttled by its transport's stream limits.
+
+use std::fmt::Write as _;
+use std::io;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use bytes::Bytes;
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
+
+use super::libp2p_baseline::Transport;
+use super::{median_p99, PAYLOAD};
+
+/// Request/response protocol of both sides.
+pub const ECHO: &str = "/msgnet/bench/stream-echo/1.0.0";
+/// One-way protocol of both sides.
+pub const SINK: &str = "/msgnet/bench/stream-sink/1.0.0";
+
+/// Requests (or one-way messages) outstanding at once in a rate run.
+pub const WINDOW: usize = 128;
+
+/// Give up waiting for one completion after this long.
+const STEP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The 64-byte payload of every request, response and one-way message.
+static PAYLOAD_BYTES: [u8; PAYLOAD] = [0xa5; PAYLOAD];
+
+/// Run sizes.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Round trips before measuring.
+    pub warmup: usize,
+    /// Round trips measured.
+    pub round_trips: usize,
+    /// Requests in the request-rate run.
+    pub requests: u64,
+    /// Messages in the one-way rate run.
+    pub messages: u64,
+}
+
+impl Sizes {
+    /// Small runs with `quick`, else the full ones.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self { warmup: 20, round_trips: 200, requests: 2_000, messages: 2_000 }
+        } else {
+            Self { warmup: 1_000, round_trips: 10_000, requests: 100_000, messages: 100_000 }
+        }
+    }
+}
+
+/// What one behaviour achieved on one connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Figures {
+    /// Round trip median and p99.
+    pub rtt: (Duration, Duration),
+    /// Requests completed per second with [`WINDOW`] outstanding.
+    pub request_rate: f64,
+    /// One-way messages delivered per second with [`WINDOW`] outstanding.
+    pub message_rate: f64,
+}
+
+/// msgnet and the baseline on one transport.
+#[derive(Debug, Clone, Copy)]
+pub struct Pairing {
+    /// The transport.
+    pub transport: Transport,
+    /// msgnet's long-lived stream.
+    pub msgnet: Figures,
+    /// rust-libp2p request-response.
+    pub baseline: Figures,
+}
+
+impl Pairing {
+    /// msgnet's request rate over the baseline's (target ≥ 3).
+    pub fn rate_ratio(&self) -> f64 {
+        ratio(self.msgnet.request_rate, self.baseline.request_rate)
+    }
+
+    /// msgnet's one-way message rate over the baseline's.
+    pub fn message_ratio(&self) -> f64 {
+        ratio(self.msgnet.message_rate, self.baseline.message_rate)
+    }
+
+    /// msgnet's median round trip over the baseline's (target ≤ 0.5).
+    pub fn rtt_ratio(&self) -> f64 {
+        ratio(self.msgnet.rtt.0.as_secs_f64(), self.baseline.rtt.0.as_secs_f64())
+    }
+
+    /// msgnet's p99 round trip over the baseline's.
+    pub fn p99_ratio(&self) -> f64 {
+        ratio(self.msgnet.rtt.1.as_secs_f64(), self.baseline.rtt.1.as_secs_f64())
+    }
+}
+
+/// Everything measured: TCP first, then QUIC.
+#[derive(Debug, Clone)]
+pub struct StreamsReport {
+    /// Run sizes.
+    pub sizes: Sizes,
+    /// One entry per transport.
+    pub pairings: Vec<Pairing>,
+}
+
+/// Run the whole benchmark.
+pub async fn run(quick: bool) -> anyhow::Result<StreamsReport> {
+    let sizes = Sizes::new(quick);
+    let mut pairings = Vec::new();
+    for transport in [Transport::TcpNoiseYamux, Transport::Quic] {
+        let msgnet = measure(transport, sizes, msgnet_swarm)
+            .await
+            .with_context(|| format!("msgnet over {}", name(transport)))?;
+        let baseline = measure(transport, sizes, baseline_swarm)
+            .await
+            .with_context(|| format!("request-response over {}", name(transport)))?;
+        pairings.push(Pairing { transport, msgnet, baseline });
+    }
+    Ok(StreamsReport { sizes, pairings })
+}
+
+fn name(t: Transport) -> &'static str {
+    match t {
+        Transport::TcpNoiseYamux => "TCP+noise+yamux",
+        Transport::Quic => "QUIC",
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 {
+        0.0
+    } else {
+        a / b
+    }
+}
+
+// ---- the two behaviours behind one interface ----
+
+/// What is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 64-byte request, 64-byte response.
+    Request,
+    /// 64-byte one-way message.
+    OneWay,
+}
+
+/// A swarm the benchmark can drive: the client issues, the server answers.
+trait Side: NetworkBehaviour + Send + Sized + 'static
+where
+    <Self as NetworkBehaviour>::ToSwarm: Send,
+{
+    /// Set the server up (handlers).
+    fn serve_setup(&mut self) {}
+    /// React to a server-side event.
+    fn serve(&mut self, event: Self::ToSwarm);
+    /// Issue one request or message to `peer`.
+    fn issue(&mut self, peer: PeerId, kind: Kind) -> anyhow::Result<()>;
+    /// `Some(Ok)` if `event` completes one issued request or message, `Some(Err)` if it
+    /// fails one, `None` if it is unrelated.
+    fn completion(event: Self::ToSwarm) -> Option<anyhow::Result<()>>;
+}
+
+impl Side for msgnet_libp2p::Behaviour {
+    fn serve_setup(&mut self) {
+        self.handle(ECHO);
+        self.handle(SINK);
+    }
+
+    fn serve(&mut self, event: msgnet_libp2p::Event) {
+        if let msgnet_libp2p::Event::Message(m) = event {
+            if let Some(req) = &m.request {
+                let _ = self.respond(req, Ok(Bytes::from_static(&PAYLOAD_BYTES)));
+            }
+        }
+    }
+
+    fn issue(&mut self, peer: PeerId, kind: Kind) -> anyhow::Result<()> {
+        let payload = Bytes::from_static(&PAYLOAD_BYTES);
+        let r = match kind {
+            Kind::Request => self.request(peer, ECHO, payload),
+            Kind::OneWay => self.send(peer, SINK, payload),
+        };
+        r.map(drop).map_err(|e| anyhow!("msgnet issue: {e}"))
+    }
+
+    fn completion(event: msgnet_libp2p::Event) -> Option<anyhow::Result<()>> {
+        match event {
+            msgnet_libp2p::Event::Response { result, .. } => Some(match result {
+                Ok(r) if r.len() == PAYLOAD => Ok(()),
+                Ok(r) => Err(anyhow!("response of {} bytes", r.len())),
+                Err(e) => Err(anyhow!("request failed: {e}")),
+            }),
+            msgnet_libp2p::Event::SendComplete { result, .. } => {
+                Some(result.map_err(|e| anyhow!("send failed: {e}")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The baseline: rust-libp2p request-response with [`LpCodec`].
+type Baseline = request_response::Behaviour<LpCodec>;
+
+impl Side for Baseline {
+    fn serve(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        if let request_response::Event::Message {
+            message: request_response::Message::Request { request, channel, .. },
+            ..
+        } = event
+        {
+            let len = if request.first() == Some(&SINK_MARK) { 0 } else { PAYLOAD };
+            let _ = self.send_response(channel, PAYLOAD_BYTES[..len].to_vec());
+        }
+    }
+
+    fn issue(&mut self, peer: PeerId, kind: Kind) -> anyhow::Result<()> {
+        let mut req = PAYLOAD_BYTES.to_vec();
+        if kind == Kind::OneWay {
+            req[0] = SINK_MARK;
+        }
+        self.send_request(&peer, req);
+        Ok(())
+    }
+
+    fn completion(event: request_response::Event<Vec<u8>, Vec<u8>>) -> Option<anyhow::Result<()>> {
+        match event {
+            request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            } => Some(if response.len() == PAYLOAD || response.is_empty() {
+                Ok(())
+            } else {
+                Err(anyhow!("response of {} bytes", response.len()))
+            }),
+            request_response::Event::OutboundFailure { error, .. } => {
+                Some(Err(anyhow!("request failed: {error}")))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// First byte of a baseline one-way message (a request answered with 0 bytes); echo
+/// requests start with `0xa5`. One protocol serves both, so that the baseline does not
+/// pay for a second protocol in multistream-select.
+const SINK_MARK: u8 = 0;
+
+/// `uvarint length || bytes` requests and responses of at most 64 KiB.
+#[derive(Debug, Clone, Default)]
+pub struct LpCodec;
+
+const MAX_LP: usize = 64 * 1024;
+
+async fn read_lp<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Vec<u8>> {
+    let mut len: usize = 0;
+    for i in 0..3 {
+        let mut b = [0u8; 1];
+        io.read_exact(&mut b).await?;
+        len |= usize::from(b[0] & 0x7f) << (7 * i);
+        if b[0] & 0x80 == 0 {
+            if len > MAX_LP {
+                break;
+            }
+            let mut buf = vec![0u8; len];
+            io.read_exact(&mut buf).await?;
+            return Ok(buf);
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::InvalidData, "bad length prefix"))
+}
+
+async fn write_lp<T: AsyncWrite + Unpin>(io: &mut T, data: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(data.len() + 3);
+    msgnet_core::wire::write_varint(&mut buf, data.len() as u64);
+    buf.extend_from_slice(data);
+    // request-response closes the stream after the codec wrote.
+    io.write_all(&buf).await
+}
+
+impl request_response::Codec for LpCodec {
+    type Protocol = StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_lp(io).await
+    }
+
+    async fn read_response<T: AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<Vec<u8>> {
+        read_lp(io).await
+    }
+
+    async fn write_request<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()> {
+        write_lp(io, &req).await
+    }
+
+    async fn write_response<T: AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()> {
+        write_lp(io, &res).await
+    }
+}
+
+// ---- swarms ----
+
+fn listen_addr(t: Transport) -> Multiaddr {
+    let s = match t {
+        Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
+        Transport::TcpNoiseYamux => "/ip4/127.0.0.1/tcp/0",
+    };
+    #[allow(clippy::unwrap_used)] // constant, valid addresses
+    s.parse().unwrap()
+}
+
+fn build<B: NetworkBehaviour>(transport: Transport, behaviour: impl FnOnce() -> B) -> anyhow::Result<Swarm<B>> {
+    let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
+    let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
+    Ok(match transport {
+        Transport::Quic => builder
+            .with_quic()
+            .with_behaviour(|_| behaviour())
+            .map_err(|e| anyhow!("behaviour: {e:?}"))?
+            .with_swarm_config(config)
+            .build(),
+        Transport::TcpNoiseYamux => builder
+            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .context("tcp transport")?
+            .with_behaviour(|_| behaviour())
+            .map_err(|e| anyhow!("behaviour: {e:?}"))?
+            .with_swarm_config(config)
+            .build(),
+    })
+}
+
+fn msgnet_swarm(t: Transport) -> anyhow::Result<Swarm<msgnet_libp2p::Behaviour>> {
+    build(t, || msgnet_libp2p::Behaviour::new(msgnet_libp2p::Config::default()))
+}
+
+fn baseline_swarm(t: Transport) -> anyhow::Result<Swarm<Baseline>> {
+    build(t, || {
+        let config = request_response::Config::default()
+            .with_max_concurrent_streams(2 * WINDOW)
+            .with_request_timeout(Duration::from_secs(60));
+        // ECHO only: the one-way messages are marked by their first byte (`SINK_MARK`).
+        request_response::Behaviour::with_codec(
+            LpCodec,
+            [(StreamProtocol::new(ECHO), ProtocolSupport::Full)],
+            config,
+        )
+    })
+}
+
+// ---- the measurement ----
+
+/// Sets up a server and a client swarm of `make`, connects them, and measures.
+async fn measure<B: Side>(
+    transport: Transport,
+    sizes: Sizes,
+    make: fn(Transport) -> anyhow::Result<Swarm<B>>,
+) -> anyhow::Result<Figures>
+where
+    <B as NetworkBehaviour>::ToSwarm: Send,
+{
+    let mut server = make(transport)?;
+    server.behaviour_mut().serve_setup();
+    server.listen_on(listen_addr(transport)).context("listen")?;
+    let server_id = *server.local_peer_id();
+    let addr = loop {
+        match tokio::time::timeout(Duration::from_secs(10), server.select_next_some())
+            .await
+            .context("server did not start listening")?
+        {
+            SwarmEvent::NewListenAddr { address, .. } => break address,
+            SwarmEvent::ListenerError { error, .. } => bail!("listener: {error}"),
+            _ => {}
+        }
+    };
+    let server_task = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(e) = server.select_next_some().await {
+                server.behaviour_mut().serve(e);
+            }
+        }
+    });
+
+    let mut client = make(transport)?;
+    client.dial(addr).context("dial")?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), client.select_next_some())
+            .await
+            .context("no connection")?
+        {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server_id => break,
+            SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
+            _ => {}
+        }
+    }
+    let result = async {
+        round_trips(&mut client, server_id, sizes.warmup).await.context("warm-up")?;
+        let mut samples =
+            round_trips(&mut client, server_id, sizes.round_trips).await.context("round trips")?;
+        let rtt = median_p99(&mut samples);
+        let request_rate =
+            rate(&mut client, server_id, Kind::Request, sizes.requests).await.context("request rate")?;
+        let message_rate =
+            rate(&mut client, server_id, Kind::OneWay, sizes.messages).await.context("message rate")?;
+        Ok(Figures { rtt, request_rate, message_rate })
+    }
+    .await;
+    server_task.abort();
+    result
+}
+
+/// Waits for the next completion on the client.
+async fn next_completion<B: Side>(client: &mut Swarm<B>) -> anyhow::Result<()>
+where
+    <B as NetworkBehaviour>::ToSwarm: Send,
+{
+    let wait = async {
+        loop {
+            match client.select_next_some().await {
+                SwarmEvent::Behaviour(e) => {
+                    if let Some(r) = B::completion(e) {
+                        return r;
+                    }
+                }
+                SwarmEvent::ConnectionClosed { cause, .. } => bail!("connection closed: {cause:?}"),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(STEP_TIMEOUT, wait)
+        .await
+        .map_err(|_| anyhow!("nothing completed within {STEP_TIMEOUT:?}"))?
+}
+
+/// `n` requests one at a time; their round trips.
+async fn round_trips<B: Side>(client: &mut Swarm<B>, peer: PeerId, n: usize) -> anyhow::Result<Vec<Duration>>
+where
+    <B as NetworkBehaviour>::ToSwarm: Send,
+{
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let start = Instant::now();
+        client.behaviour_mut().issue(peer, Kind::Request)?;
+        next_completion(client).await?;
+        samples.push(start.elapsed());
+    }
+    Ok(samples)
+}
+
+/// `n` requests or messages, [`WINDOW`] outstanding; completions per second.
+async fn rate<B: Side>(client: &mut Swarm<B>, peer: PeerId, kind: Kind, n: u64) -> anyhow::Result<f64>
+where
+    <B as NetworkBehaviour>::ToSwarm: Send,
+{
+    let start = Instant::now();
+    let (mut issued, mut done) = (0u64, 0u64);
+    while done < n {
+        while issued < n && issued - done < WINDOW as u64 {
+            client.behaviour_mut().issue(peer, kind)?;
+            issued += 1;
+        }
+        next_completion(client).await?;
+        done += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(if secs > 0.0 { n as f64 / secs } else { 0.0 })
+}
+
+// ---- output ----
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "ok"
+    } else {
+        "MISSED"
+    }
+}
+
+/// The report as a table.
+pub fn table(r: &StreamsReport, cores: usize, cpu: &str, date: &str, quick: bool) -> String {
+    let mut t = String::new();
+    let mode = if quick { " --quick (small runs, figures indicative only)" } else { "" };
+    let _ = writeln!(t, "msgnet bench --streams{mode}");
+    let _ = writeln!(t, "machine: {cores} cores (nproc), {cpu}");
+    let _ = writeln!(t, "date:    {date}");
+    let _ = writeln!(
+        t,
+        "loopback 127.0.0.1, one connection per run, {PAYLOAD}-byte requests and responses, window {WINDOW}"
+    );
+    let _ = writeln!(
+        t,
+        "msgnet: msgnet-libp2p Behaviour (one long-lived /msgnet/1.0.0 stream per direction)"
+    );
+    let _ = writeln!(
+        t,
+        "baseline: rust-libp2p 0.57 request-response, length-prefixed codec (one stream per request)\n"
+    );
+    let _ = writeln!(t, "{:<40} {:>12} {:>12} {:>7} {:>8}", "", "msgnet", "baseline", "ratio", "target");
+    for p in &r.pairings {
+        let _ = writeln!(t, "{}", name(p.transport));
+        let q = p.rtt_ratio();
+        let _ = writeln!(
+            t,
+            "{:<40} {:>9.1} µs {:>9.1} µs {:>7.2} {:>8}  {}",
+            format!("  round trip, median ({})", r.sizes.round_trips),
+            us(p.msgnet.rtt.0),
+            us(p.baseline.rtt.0),
+            q,
+            "≤ 0.50",
+            verdict(q <= 0.5)
+        );
+        let _ = writeln!(
+            t,
+            "{:<40} {:>9.1} µs {:>9.1} µs {:>7.2}",
+            "  round trip, p99",
+            us(p.msgnet.rtt.1),
+            us(p.baseline.rtt.1),
+            p.p99_ratio()
+        );
+        let q = p.rate_ratio();
+        let _ = writeln!(
+            t,
+            "{:<40} {:>7.1} k/s {:>7.1} k/s {:>7.2} {:>8}  {}",
+            format!("  request rate ({} requests)", r.sizes.requests),
+            p.msgnet.request_rate / 1e3,
+            p.baseline.request_rate / 1e3,
+            q,
+            "≥ 3.00",
+            verdict(q >= 3.0)
+        );
+        let _ = writeln!(
+            t,
+            "{:<40} {:>7.1} k/s {:>7.1} k/s {:>7.2}",
+            format!("  one-way message rate ({})", r.sizes.messages),
+            p.msgnet.message_rate / 1e3,
+            p.baseline.message_rate / 1e3,
+            p.message_ratio()
+        );
+    }
+    let _ = writeln!(
+        t,
+        "\n(one-way: msgnet `send`, complete when the peer's SACK covers it; baseline: a request with an empty response)"
+    );
+    t
+}
+
+/// The report as one JSON object.
+pub fn json(r: &StreamsReport, cores: usize, cpu: &str, date: &str, quick: bool) -> String {
+    let fig = |f: &Figures| {
+        format!(
+            "{{\"rtt_median_us\":{:.3},\"rtt_p99_us\":{:.3},\"request_rate\":{:.1},\"message_rate\":{:.1}}}",
+            us(f.rtt.0),
+            us(f.rtt.1),
+            f.request_rate,
+            f.message_rate
+        )
+    };
+    let pairings: Vec<String> = r
+        .pairings
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"transport\":\"{}\",\"msgnet\":{},\"baseline\":{},\"ratio_rate\":{:.4},\"ratio_message_rate\":{:.4},\"ratio_rtt\":{:.4},\"ratio_rtt_p99\":{:.4}}}",
+                name(p.transport),
+                fig(&p.msgnet),
+                fig(&p.baseline),
+                p.rate_ratio(),
+                p.message_ratio(),
+                p.rtt_ratio(),
+                p.p99_ratio()
+            )
+        })
+        .collect();
+    let cpu = cpu.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        "{{\"quick\":{quick},\"cores\":{cores},\"cpu\":\"{cpu}\",\"date\":\"{date}\",\"payload\":{PAYLOAD},\"window\":{WINDOW},\"round_trips\":{},\"requests\":{},\"messages\":{},\"transports\":[{}]}}",
+        r.sizes.round_trips,
+        r.sizes.requests,
+        r.sizes.messages,
+        pairings.join(",")
+    )
+}

@@ -1,0 +1,46 @@
+//! `msgnet bench --streams` end to end: the binary runs small runs of msgnet's libp2p
+//! stream and of rust-libp2p request-response over TCP and QUIC, and prints one JSON
+//! object. The figures themselves are not asserted (speed is the benchmark's business),
+//! only that every run completed and produced positive figures.
+
+#![allow(missing_docs, clippy::unwrap_used)]
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
+
+/// The numbers following every `"key":` in `json`.
+fn numbers(json: &str, key: &str) -> Vec<f64> {
+    let pat = format!("\"{key}\":");
+    json.match_indices(&pat)
+        .filter_map(|(i, _)| {
+            let rest = &json[i + pat.len()..];
+            let end = rest.find([',', '}']).unwrap_or(rest.len());
+            rest[..end].parse().ok()
+        })
+        .collect()
+}
+
+#[test]
+fn bench_streams_quick_json() {
+    let out = Command::new(BIN)
+        .args(["bench", "--streams", "--quick", "--json"])
+        .output()
+        .expect("run msgnet");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "msgnet bench --streams failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("\"transport\":\"TCP+noise+yamux\""), "{stdout}");
+    assert!(stdout.contains("\"transport\":\"QUIC\""), "{stdout}");
+    // Two transports × (msgnet, baseline).
+    for key in ["rtt_median_us", "request_rate", "message_rate"] {
+        let v = numbers(&stdout, key);
+        assert_eq!(v.len(), 4, "{key}: {stdout}");
+        assert!(v.iter().all(|x| x.is_finite() && *x > 0.0), "{key}: {v:?}");
+    }
+    assert_eq!(numbers(&stdout, "ratio_rate").len(), 2, "{stdout}");
+}
