@@ -10,7 +10,8 @@ use libp2p_identity::PeerId;
 use msgnet_core::{EndpointStats, InboundRequest, SendError, SendOptions, SessionInfo};
 use tokio::sync::oneshot;
 
-use crate::network::{ConnectionInfo, Transport};
+use crate::network::{ConnectionInfo, Transport, TransportStats};
+use crate::HostError;
 
 /// A send or request from a host handle.
 pub(crate) enum Cmd {
@@ -36,6 +37,36 @@ impl Cmd {
     pub(crate) fn peer(&self) -> PeerId {
         match self {
             Cmd::Send { peer, .. } | Cmd::Request { peer, .. } => *peer,
+        }
+    }
+
+    pub(crate) fn protocol(&self) -> &str {
+        match self {
+            Cmd::Send { protocol, .. } | Cmd::Request { protocol, .. } => protocol,
+        }
+    }
+
+    pub(crate) fn payload(&self) -> &Bytes {
+        match self {
+            Cmd::Send { payload, .. } | Cmd::Request { payload, .. } => payload,
+        }
+    }
+
+    pub(crate) fn opts(&self) -> SendOptions {
+        match self {
+            Cmd::Send { opts, .. } | Cmd::Request { opts, .. } => *opts,
+        }
+    }
+
+    pub(crate) fn is_request(&self) -> bool {
+        matches!(self, Cmd::Request { .. })
+    }
+
+    /// The cancellation token of a request.
+    pub(crate) fn token(&self) -> Option<u64> {
+        match self {
+            Cmd::Send { .. } => None,
+            Cmd::Request { token, .. } => Some(*token),
         }
     }
 
@@ -65,7 +96,7 @@ impl Cmd {
 }
 
 /// Which side of the driver delivered an inbound message (and takes its response).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Via {
     /// The UDP endpoint.
     Udp,
@@ -84,6 +115,12 @@ pub(crate) enum Ctl {
     Sessions { peer: PeerId, reply: oneshot::Sender<Vec<SessionInfo>> },
     Connections { peer: PeerId, reply: oneshot::Sender<Vec<ConnectionInfo>> },
     ClosePeer { peer: PeerId, reply: oneshot::Sender<()> },
+    /// Stop listening on `addr`; for UDP, `keep` are the UDP sockets to bind again (the
+    /// other address family's).
+    RemoveListener { addr: Multiaddr, keep: Vec<SocketAddr>, reply: oneshot::Sender<Result<(), HostError>> },
+    /// The transport the driver routes `peer`'s messages on after consolidation.
+    Consolidated { peer: PeerId, reply: oneshot::Sender<Option<Transport>> },
+    TransportStats { reply: oneshot::Sender<TransportStats> },
     Stats { reply: oneshot::Sender<EndpointStats> },
     Close { reply: oneshot::Sender<()> },
     /// The last host handle was dropped.

@@ -127,6 +127,8 @@ pub(crate) struct Driver {
     backlog: VecDeque<Cmd>,
     /// Backlog entries per peer: a peer with entries queues new commands behind them.
     backlog_peers: HashMap<PeerId, usize>,
+    /// Transport racing and consolidation (`racing.rs`).
+    racing: routing::Racing,
 }
 
 impl Driver {
@@ -163,6 +165,7 @@ impl Driver {
             tokens: HashMap::new(),
             backlog: VecDeque::new(),
             backlog_peers: HashMap::new(),
+            racing: routing::Racing::default(),
         }
     }
 
@@ -183,14 +186,16 @@ impl Driver {
                 return stop;
             }
             if let Some(deadline) = self.endpoint.poll_timeout() {
-                let now = Instant::now();
-                if deadline <= now {
-                    self.endpoint.handle_timeout(now);
+                if deadline <= Instant::now() {
+                    if let Some(stop) = self.timeout() {
+                        return stop;
+                    }
                 }
             }
             if let Some(stop) = self.after_input().await {
                 return stop;
             }
+            self.finish_listener_removal();
             let deadline = self.endpoint.poll_timeout();
             if let Some(deadline) = deadline {
                 sleep.as_mut().reset(tokio::time::Instant::from_std(deadline));
@@ -242,7 +247,9 @@ impl Driver {
                     }
                 }
                 () = &mut sleep, if deadline.is_some() => {
-                    self.endpoint.handle_timeout(Instant::now());
+                    if let Some(stop) = self.timeout() {
+                        return stop;
+                    }
                     self.retry_backlog();
                 }
             }
@@ -256,6 +263,19 @@ impl Driver {
                 return Some(stop);
             }
         }
+        None
+    }
+
+    /// Runs the endpoint's timers, reading what the sockets hold first: when the task ran
+    /// late (a loaded machine), the acknowledgements waiting there must count before a
+    /// retransmission timeout declares their packets lost.
+    fn timeout(&mut self) -> Option<Stop> {
+        for index in 0..2 {
+            if let Some(stop) = self.receive(index) {
+                return Some(stop);
+            }
+        }
+        self.endpoint.handle_timeout(Instant::now());
         None
     }
 
@@ -351,6 +371,7 @@ impl Driver {
                 }
                 Event::SessionDown { peer, session, reason } => {
                     completed = true;
+                    self.race_udp_down(&peer);
                     debug!(%peer, ?session, %reason, "session down");
                     let _ = self.events.send(HostEvent::SessionDown { peer, reason });
                 }
@@ -363,6 +384,8 @@ impl Driver {
     /// Hands a message to its protocol's handler, waiting while the handler's queue is
     /// full (serving control messages meanwhile).
     async fn deliver(&mut self, msg: msgnet_core::IncomingMessage, via: Via) -> Result<(), Stop> {
+        // Counted; a raced copy is unwrapped or, if a duplicate, dropped (`racing.rs`).
+        let Some(msg) = self.race_intercept(msg, via) else { return Ok(()) };
         let protocol = msg.protocol.clone();
         let msg = IncomingMessage::new(msg, &self.ctl_tx, via);
         let Some((id, tx)) = self.registry.sender(&protocol) else {
@@ -425,6 +448,7 @@ impl Driver {
             }
             Ctl::Unregister { protocol } => self.unregister_if_unhandled(&protocol),
             Ctl::Respond { request, via, result } => {
+                let result = self.race_wrap_response(&request, via, result);
                 let sent = match via {
                     Via::Udp => self.endpoint.respond(now, &request, result),
                     Via::Swarm => self.swarm.behaviour_mut().msgnet.respond(&request, result),
@@ -451,7 +475,11 @@ impl Driver {
             }
             Ctl::Sessions { peer, reply } => drop(reply.send(self.endpoint.sessions(&peer))),
             Ctl::Connections { peer, reply } => drop(reply.send(self.connections(&peer))),
+            Ctl::RemoveListener { addr, keep, reply } => self.remove_listener(addr, keep, reply),
+            Ctl::Consolidated { peer, reply } => drop(reply.send(self.consolidated_on(&peer))),
+            Ctl::TransportStats { reply } => drop(reply.send(self.transport_stats())),
             Ctl::ClosePeer { peer, reply } => {
+                self.forget_consolidation(&peer);
                 self.endpoint.close_peer(now, &peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
                 let _ = reply.send(());

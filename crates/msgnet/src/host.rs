@@ -17,7 +17,8 @@ use multiaddr::Multiaddr;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::driver::{self, swarm_side, Cmd, Ctl};
-use crate::network::{self, ConnectionInfo, Transport};
+use crate::network::{self, ConnectionInfo, Transport, TransportStats};
+use msgnet_core::wire::RACE_PROTOCOL;
 use crate::incoming::{Incoming, Registry};
 use crate::{addr, HostError};
 
@@ -131,7 +132,8 @@ impl HostBuilder {
             .map(|s| s.local_addr().map(addr::socket_to_multiaddr))
             .collect::<Result<Vec<_>, _>>()?;
         let mut swarm = swarm_side::build_swarm(&keypair)?;
-        listen_addrs.extend(swarm_side::listen(&mut swarm, &swarm_listen).await?);
+        let listeners = swarm_side::listen(&mut swarm, &swarm_listen).await?;
+        listen_addrs.extend(listeners.iter().map(|(a, _)| a.clone()));
         if config.rng_seed == [0; 32] {
             use rand::RngCore;
             rand::rngs::OsRng.fill_bytes(&mut config.rng_seed);
@@ -143,7 +145,8 @@ impl HostBuilder {
         let registry = Arc::new(Registry::default());
         let closed = Arc::new(AtomicBool::new(false));
         let local_peer_id = keypair.public().to_peer_id();
-        let driver = driver::Driver::new(
+        let has_udp = !sockets.is_empty();
+        let mut driver = driver::Driver::new(
             config,
             &keypair,
             sockets,
@@ -155,6 +158,7 @@ impl HostBuilder {
             events.clone(),
             closed.clone(),
         );
+        driver.enable_racing(listeners, has_udp);
         tokio::spawn(driver.run());
         tracing::debug!(peer = %local_peer_id, addrs = ?listen_addrs, "host started");
         Ok(Host {
@@ -367,7 +371,7 @@ impl Host {
     /// [`HostError::AlreadyHandled`] if a handler exists; [`HostError::InvalidProtocol`]
     /// for an empty id or one longer than 1024 bytes; [`HostError::Closed`].
     pub fn handle(&self, protocol: &str) -> Result<Incoming, HostError> {
-        if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_LEN {
+        if protocol.is_empty() || protocol.len() > MAX_PROTOCOL_LEN || protocol == RACE_PROTOCOL {
             return Err(HostError::InvalidProtocol);
         }
         if self.is_closed() {
@@ -415,6 +419,53 @@ impl Host {
     /// transport. Empty once closed.
     pub async fn connections(&self, peer: PeerId) -> Vec<ConnectionInfo> {
         self.query(|reply| Ctl::Connections { peer, reply }).await.unwrap_or_default()
+    }
+
+    /// Stops listening on `addr`, one of [`listen_addrs`](Self::listen_addrs):
+    ///
+    /// - a UDP address: every UDP session is closed (sending CLOSE) and the UDP socket is
+    ///   closed (a socket of the other address family, if any, is bound again at its
+    ///   address). Without any UDP socket left, the host no longer uses UDP at all.
+    /// - a TCP or QUIC address: the swarm's listener is removed (for an unspecified IP,
+    ///   the one listener behind all of its per-interface addresses), and the libp2p
+    ///   connections that came in through it are closed.
+    ///
+    /// Sends in flight on what closes fail over to the peer's other transports where it
+    /// has some (see [`crate::network`]). [`listen_addrs`](Self::listen_addrs) still lists
+    /// the address.
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::UnsupportedAddress`] if the host does not listen on `addr`;
+    /// [`HostError::Io`] if binding the kept socket again failed; [`HostError::Closed`].
+    pub async fn remove_listener(&self, addr: &Multiaddr) -> Result<(), HostError> {
+        if !self.inner.listen_addrs.contains(addr) {
+            return Err(HostError::UnsupportedAddress(addr.clone()));
+        }
+        let keep = match Transport::of(addr) {
+            Some(Transport::Udp) => self
+                .inner
+                .listen_addrs
+                .iter()
+                .filter(|a| *a != addr)
+                .filter_map(addr::multiaddr_to_socket)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let addr = addr.clone();
+        self.query(|reply| Ctl::RemoveListener { addr, keep, reply }).await.unwrap_or(Err(HostError::Closed))
+    }
+
+    /// The transport `peer`'s messages are routed on after racing consolidated it (see
+    /// [`crate::network`]), if any.
+    pub async fn consolidated_transport(&self, peer: PeerId) -> Option<Transport> {
+        self.query(|reply| Ctl::Consolidated { peer, reply }).await.flatten()
+    }
+
+    /// Per-transport counters: messages sent and received on each transport, raced copies,
+    /// duplicates dropped. All zero once closed.
+    pub async fn transport_stats(&self) -> TransportStats {
+        self.query(|reply| Ctl::TransportStats { reply }).await.unwrap_or_default()
     }
 
     /// Closes every UDP session with `peer` (sending CLOSE) and every libp2p connection

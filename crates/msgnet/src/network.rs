@@ -8,6 +8,8 @@
 //!
 //! ## The rule
 //!
+//! 0. If the peer is **consolidated** on a transport (see *Racing* below), that transport
+//!    comes first (a QUIC or TCP one on a ready connection of that transport).
 //! 1. If the peer has an **established UDP session**, UDP comes first; else, if it has a
 //!    **libp2p connection**, that connection's transport (QUIC or TCP) comes first. A peer
 //!    that reached us (without us knowing any address of it) is answered that way.
@@ -20,15 +22,47 @@
 //!    plan, and the failed transport is remembered as failing for this peer until a later
 //!    success on it or a new address for it. Only when the plan is exhausted does the call
 //!    fail, with the last transport's error. Other errors (e.g.
-//!    [`SendError::UnsupportedProtocol`], a timeout after the peer was reached) are final.
+//!    [`SendError::UnsupportedProtocol`], a timeout after the peer was reached) are final,
+//!    except on the consolidated transport (see *Fallback*).
 //! 4. With nothing known at all, the UDP endpoint is asked, which fails with
-//!    [`SendError::NoAddress`].
+//!    [`SendError::NoAddress`]. A host without a UDP socket (it did not listen on UDP, or
+//!    its UDP listener was removed with
+//!    [`Host::remove_listener`](crate::Host::remove_listener)) leaves UDP out of every
+//!    plan, and fails with [`SendError::NoAddress`] when nothing else is left.
 //!
-//! Messages are never sent on two transports at once: racing the first message over every
-//! known transport (INIT transport ids and ACK consolidation, as the design describes) is
-//! a later step.
+//! ## Racing
+//!
+//! A reliable send or request (at most 64 KiB) to a peer with no established path (rule
+//! 1 finds nothing) and no consolidation, with addresses on at least two transports not
+//! marked failing, is **raced**: one copy goes out on each of them at once (UDP: a new
+//! session, 0-RTT if allowed; QUIC/TCP: a connection dialled for that transport alone),
+//! all copies sharing a random race id, each naming its transport (`docs/wire.md` §7).
+//! The receiver delivers the first copy, drops the others, and answers every copy with an
+//! ACK naming the transport it prefers: UDP if a copy arrived on UDP, else the first copy's.
+//! The caller's future completes with the first answer (a request: with the answer that
+//! carries the response); the other copies only contribute their ACKs. Messages sent to the
+//! peer while its race is unresolved wait, in order, in the driver's bounded backlog until
+//! the first answer, then go out on the consolidated transport.
+//!
+//! ## Consolidation and fallback
+//!
+//! After the ACKs both sides route the peer's messages on the ACK'd transport (UDP if any
+//! ACK named it, else the first ACK's): the sender from the answers, the receiver from
+//! the copies, so both converge on the same transport. The other paths the race opened
+//! stay open (idle) for a fast fallback. When the consolidated transport fails (its UDP
+//! session goes down, its last connection closes, or a message on it fails with
+//! `Unreachable`, `SessionClosed` or `TimedOut`), consolidation moves to the next transport
+//! of the peer's plan and the message that failed is sent again there: reliable sends are
+//! delivered or fail visibly, never lost silently (a retry after a failure that came too
+//! late to tell whether the peer got the message is at-least-once).
+//! [`Host::close_peer`](crate::Host::close_peer) ends the consolidation first, so that its
+//! pending sends fail instead of moving.
+//!
+//! [`Host::transport_stats`](crate::Host::transport_stats) counts messages per transport,
+//! races and dropped duplicates; [`Host::consolidated_transport`](crate::Host::consolidated_transport)
+//! tells the consolidated transport.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -56,6 +90,28 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Quic => "quic",
             Transport::Tcp => "tcp",
+        }
+    }
+
+    /// The transport's id on the wire (INIT `transport_id`, ACK): 1 UDP, 2 QUIC, 3 TCP
+    /// (`docs/wire.md` §7).
+    pub fn id(self) -> u16 {
+        use msgnet_core::wire::transport_id;
+        match self {
+            Transport::Udp => transport_id::UDP,
+            Transport::Quic => transport_id::QUIC,
+            Transport::Tcp => transport_id::TCP,
+        }
+    }
+
+    /// The transport of a wire id; `None` for 0 (unspecified) and unknown ids.
+    pub fn from_id(id: u16) -> Option<Transport> {
+        use msgnet_core::wire::transport_id;
+        match id {
+            transport_id::UDP => Some(Transport::Udp),
+            transport_id::QUIC => Some(Transport::Quic),
+            transport_id::TCP => Some(Transport::Tcp),
+            _ => None,
         }
     }
 
@@ -103,6 +159,42 @@ pub struct ConnectionInfo {
     pub established: bool,
 }
 
+/// Per-transport counters of a host, from
+/// [`Host::transport_stats`](crate::Host::transport_stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TransportStats {
+    /// Sends and requests handed to each transport (every raced copy counts).
+    pub sent: BTreeMap<Transport, u64>,
+    /// Messages and requests received on each transport, raced copies included (their
+    /// duplicates too).
+    pub received: BTreeMap<Transport, u64>,
+    /// Raced copies sent on each transport.
+    pub raced: BTreeMap<Transport, u64>,
+    /// Races this host started.
+    pub races: u64,
+    /// Raced copies this host received and dropped because another copy of the same
+    /// message had arrived first.
+    pub duplicates: u64,
+}
+
+impl TransportStats {
+    /// `sent` on `t` (0 if none).
+    pub fn sent_on(&self, t: Transport) -> u64 {
+        self.sent.get(&t).copied().unwrap_or(0)
+    }
+
+    /// `received` on `t` (0 if none).
+    pub fn received_on(&self, t: Transport) -> u64 {
+        self.received.get(&t).copied().unwrap_or(0)
+    }
+
+    /// `raced` on `t` (0 if none).
+    pub fn raced_on(&self, t: Transport) -> u64 {
+        self.raced.get(&t).copied().unwrap_or(0)
+    }
+}
+
 /// Per-peer addresses by transport, and the transports that failed recently.
 #[derive(Debug, Default)]
 pub(crate) struct AddressBook {
@@ -141,6 +233,11 @@ impl AddressBook {
             .unwrap_or_default()
     }
 
+    /// Whether `transport` is marked as failing for `peer`.
+    pub(crate) fn failed(&self, peer: &PeerId, transport: Transport) -> bool {
+        self.peers.get(peer).is_some_and(|p| p.failed.contains(&transport))
+    }
+
     /// Marks `transport` as failing (or not) for `peer`.
     pub(crate) fn set_failed(&mut self, peer: &PeerId, transport: Transport, failed: bool) {
         if let Some(p) = self.peers.get_mut(peer) {
@@ -173,6 +270,13 @@ impl AddressBook {
 /// Whether an error means "this transport could not reach the peer": try the next one.
 pub(crate) fn is_unreachable(e: &SendError) -> bool {
     matches!(e, SendError::Unreachable(_) | SendError::NoAddress)
+}
+
+/// Whether an error means "this transport failed while carrying the message" (its
+/// session or connection closed, or it went unanswered): on a peer's consolidated
+/// transport the message is retried on the next one (see the module docs).
+pub(crate) fn is_transport_failure(e: &SendError) -> bool {
+    is_unreachable(e) || matches!(e, SendError::SessionClosed(_) | SendError::TimedOut)
 }
 
 /// Checks that `addr` can name `peer` (a trailing `/p2p` must match) and says which

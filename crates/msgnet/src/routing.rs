@@ -1,6 +1,7 @@
 //! The driver's routing: which side (UDP endpoint or swarm) takes a send or request, the
-//! fallback to the next transport when one cannot reach the peer, and the completion of
-//! the waiting futures. The rule itself is in [`crate::network`]. Declared inside
+//! fallback to the next transport when one cannot reach the peer (or the consolidated
+//! one fails), and the completion of the waiting futures. The rule itself is in
+//! [`crate::network`]; racing and consolidation in `racing.rs`. Declared inside
 //! `driver.rs`, whose state it shares.
 
 use std::collections::VecDeque;
@@ -15,11 +16,17 @@ use super::Driver;
 use crate::command::{Cmd, Via};
 use crate::network::{self, Transport};
 
+#[path = "racing.rs"]
+mod racing;
+pub(crate) use racing::Racing;
+
 /// A send or request in flight on one side, with the transports still to try.
 pub(crate) struct Pending {
     pub(crate) cmd: Cmd,
     pub(crate) transport: Transport,
     pub(crate) rest: VecDeque<Transport>,
+    /// Sent on the peer's consolidated transport: any transport failure falls back.
+    pub(crate) consolidated: bool,
 }
 
 fn via(t: Transport) -> Via {
@@ -32,7 +39,7 @@ fn via(t: Transport) -> Via {
 
 impl Driver {
     /// The transport of an established session or connection with `peer`, UDP first.
-    fn current_transport(&self, peer: &PeerId) -> Option<Transport> {
+    pub(super) fn current_transport(&self, peer: &PeerId) -> Option<Transport> {
         if self.endpoint.sessions(peer).iter().any(|s| s.established) {
             return Some(Transport::Udp);
         }
@@ -41,9 +48,22 @@ impl Driver {
 
     /// Hands a command to the transport the rule picks; returns it if refused with
     /// `Backpressure`.
+    ///
+    /// A peer whose race is unresolved gets nothing new until it is (the command is given
+    /// back and waits in the backlog); a first message to a peer known on several
+    /// transports is raced (`racing.rs`).
     pub(super) fn submit(&mut self, cmd: Cmd) -> Option<Cmd> {
         let peer = cmd.peer();
-        let plan = self.book.plan(&peer, self.current_transport(&peer));
+        if self.race_unresolved(&peer) {
+            return Some(cmd);
+        }
+        let current = self.current_transport(&peer);
+        let cmd = self.try_race(cmd, current)?;
+        let plan = self.route_plan(&peer, current);
+        if plan.is_empty() && self.udp_closed() {
+            cmd.fail(SendError::NoAddress);
+            return None;
+        }
         self.submit_plan(cmd, plan.into())
     }
 
@@ -57,11 +77,13 @@ impl Driver {
             };
             match result {
                 Ok(id) => {
+                    self.count_sent(transport);
                     let side = via(transport);
                     if let Cmd::Request { token, .. } = &cmd {
                         self.tokens.insert(*token, (side, id));
                     }
-                    let pending = Pending { cmd, transport, rest: plan };
+                    let consolidated = self.consolidated_on(&cmd.peer()) == Some(transport);
+                    let pending = Pending { cmd, transport, rest: plan, consolidated };
                     match side {
                         Via::Udp => self.udp_pending.insert(id, pending),
                         Via::Swarm => self.swarm_pending.insert(id, pending),
@@ -100,18 +122,36 @@ impl Driver {
     /// A send or request of side `side` finished: answer its caller, or, if its transport
     /// could not reach the peer and another is left, send it there.
     pub(super) fn complete(&mut self, side: Via, id: MessageId, result: Result<Option<Bytes>, SendError>) {
+        if self.race_copy_done(side, id, &result) {
+            return;
+        }
         let pending = match side {
             Via::Udp => self.udp_pending.remove(&id),
             Via::Swarm => self.swarm_pending.remove(&id),
         };
-        let Some(Pending { cmd, transport, rest }) = pending else { return };
+        let Some(Pending { cmd, transport, mut rest, consolidated }) = pending else { return };
         if let Cmd::Request { token, .. } = &cmd {
             self.tokens.remove(token);
         }
         let peer = cmd.peer();
+        // Sent on the consolidated transport, and the peer is still consolidated (not
+        // `close_peer`d): any transport failure falls back.
+        let consolidated = consolidated && self.consolidated_on(&peer).is_some();
         match &result {
-            Err(e) if network::is_unreachable(e) => {
+            Err(e) if network::is_unreachable(e) || (consolidated && network::is_transport_failure(e)) => {
                 self.book.set_failed(&peer, transport, true);
+                self.consolidation_failed(&peer, transport);
+                if consolidated {
+                    // The peer's plan as it is now (the new consolidated transport first),
+                    // without what failed: whatever else reaches it (a race's receiver
+                    // knows no address of the peer, only its sessions and connections).
+                    let current = self.current_transport(&peer).filter(|t| *t != transport);
+                    rest = self
+                        .route_plan(&peer, current)
+                        .into_iter()
+                        .filter(|t| *t != transport && !self.book.failed(&peer, *t))
+                        .collect();
+                }
                 if !cmd.abandoned() {
                     if let Some(next) = rest.front() {
                         debug!(%peer, from = %transport, to = %next, error = %e, "falling back");
@@ -130,14 +170,21 @@ impl Driver {
 
     /// Cancels the request of `token` (its caller timed out).
     pub(super) fn cancel(&mut self, token: u64) {
-        let Some((side, id)) = self.tokens.remove(&token) else { return };
+        let Some((side, id)) = self.tokens.remove(&token) else {
+            self.cancel_race(token);
+            return;
+        };
         match side {
             Via::Udp => {
                 self.udp_pending.remove(&id);
                 self.endpoint.cancel(id);
             }
-            // The behaviour has no cancel: its late outcome finds no entry and is dropped.
-            Via::Swarm => drop(self.swarm_pending.remove(&id)),
+            // The behaviour releases the request's state; the `TimedOut` outcome it reports
+            // finds no entry here and is dropped.
+            Via::Swarm => {
+                self.swarm_pending.remove(&id);
+                self.swarm.behaviour_mut().msgnet.cancel(id);
+            }
         }
     }
 

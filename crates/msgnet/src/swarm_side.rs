@@ -7,12 +7,15 @@
 //! behaviour is called directly from the driver. The behaviour's address book is not used:
 //! the driver dials with the addresses of the transport it chose (see
 //! [`crate::network`]), so that a peer with TCP and QUIC addresses is reached on the one
-//! the rule picks, not on whichever wins a race.
+//! the rule picks. A raced copy dials its transport alone and goes out on that
+//! connection (`Behaviour::request_on`) once its msgnet stream is open; a peer consolidated
+//! on QUIC or TCP is sent to on a ready connection of that transport (`send_on`).
 
 use std::collections::HashSet;
 use std::io;
 use std::time::Duration;
 
+use libp2p::core::transport::ListenerId;
 use libp2p::futures::StreamExt;
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
@@ -52,7 +55,12 @@ pub(crate) fn build_swarm(keypair: &Keypair) -> Result<Swarm<Behaviour>, HostErr
         .map_err(|e| HostError::Io(io::Error::other(e.to_string())))?
         .with_quic()
         .with_behaviour(|key| Behaviour {
-            msgnet: msgnet_libp2p::Behaviour::new(msgnet_libp2p::Config::default()),
+            // The Host bounds every request with the caller's own timeout (`Host::request`), so
+            // the behaviour's default 30 s cap would only cut longer ones short.
+            msgnet: msgnet_libp2p::Behaviour::new(msgnet_libp2p::Config {
+                request_timeout: Duration::MAX,
+                ..msgnet_libp2p::Config::default()
+            }),
             identify: identify::Behaviour::new(identify::Config::new(
                 msgnet_libp2p::PROTOCOL.to_owned(),
                 key.public(),
@@ -67,12 +75,12 @@ pub(crate) fn build_swarm(keypair: &Keypair) -> Result<Swarm<Behaviour>, HostErr
 }
 
 /// Starts listening on `addrs` and waits (at most [`LISTEN_TIMEOUT`]) until every listener
-/// reported an address; returns the addresses. An unspecified IP yields one address per
-/// interface, collected for a short while after the first.
+/// reported an address; returns the addresses, each with its listener. An unspecified IP
+/// yields one address per interface, collected for a short while after the first.
 pub(crate) async fn listen(
     swarm: &mut Swarm<Behaviour>,
     addrs: &[Multiaddr],
-) -> Result<Vec<Multiaddr>, HostError> {
+) -> Result<Vec<(Multiaddr, ListenerId)>, HostError> {
     let mut waiting = HashSet::new();
     for addr in addrs {
         let id = swarm.listen_on(addr.clone()).map_err(|e| {
@@ -102,7 +110,7 @@ pub(crate) async fn listen(
         match event {
             SwarmEvent::NewListenAddr { listener_id, address } => {
                 waiting.remove(&listener_id);
-                out.push(address);
+                out.push((address, listener_id));
                 if waiting.is_empty() && settle.is_none() {
                     settle = Some(tokio::time::Instant::now() + Duration::from_millis(50));
                 }
@@ -142,6 +150,13 @@ impl Driver {
     /// connection.
     pub(super) fn swarm_submit(&mut self, cmd: &Cmd, transport: Transport) -> Result<MessageId, SendError> {
         let peer = cmd.peer();
+        if let Some(c) = self.ready_conn(&peer, transport) {
+            let msgnet = &mut self.swarm.behaviour_mut().msgnet;
+            return match cmd {
+                Cmd::Send { protocol, payload, .. } => msgnet.send_on(c, protocol, payload.clone()),
+                Cmd::Request { protocol, payload, .. } => msgnet.request_on(c, protocol, payload.clone()),
+            };
+        }
         if !self.swarm.is_connected(&peer) {
             let addrs = self.book.addrs(&peer, transport);
             if addrs.is_empty() {
@@ -176,6 +191,11 @@ impl Driver {
                     self.complete(Via::Swarm, id, result.map(Some));
                     self.retry_backlog();
                 }
+                msgnet_libp2p::Event::MsgnetSupport { peer, connection, supported } => {
+                debug!(%peer, ?connection, supported, "msgnet support known");
+                self.race_conn_ready(connection, supported);
+                self.retry_backlog();
+            }
                 other => debug!(event = ?other, "msgnet behaviour event"),
             },
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
@@ -184,16 +204,25 @@ impl Driver {
                 debug!(peer = %peer_id, %remote, %transport, "libp2p connection up");
                 self.book.set_failed(&peer_id, transport, false);
                 self.conns.insert(connection_id, (peer_id, transport, remote.clone()));
+                let local = match &endpoint {
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. } => Some(local_addr.clone()),
+                    libp2p::core::ConnectedPoint::Dialer { .. } => None,
+                };
+                self.race_conn_up(connection_id, local);
                 let _ = self.events.send(HostEvent::SessionUp { peer: peer_id, remote });
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, cause, .. } => {
-                self.conns.remove(&connection_id);
+                let transport = self.conns.remove(&connection_id).map(|c| c.1);
                 let reason = cause.map_or_else(|| "closed".to_owned(), |c| c.to_string());
                 debug!(peer = %peer_id, %reason, "libp2p connection down");
+                self.race_conn_gone(connection_id, Some(peer_id), transport, reason.clone());
+                self.retry_backlog();
                 let _ = self.events.send(HostEvent::SessionDown { peer: peer_id, reason });
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError { peer_id, connection_id, error } => {
                 debug!(peer = ?peer_id, %error, "dial failed");
+                self.race_conn_gone(connection_id, peer_id, None, error.to_string());
+                self.retry_backlog();
             }
             _ => {}
         }

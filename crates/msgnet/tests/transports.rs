@@ -1,5 +1,6 @@
 //! Two hosts over each transport on real loopback sockets (127.0.0.1 only): UDP, TCP and
-//! QUIC each alone, all three known at once, unsupported protocols over TCP, and the
+//! QUIC each alone, all three known at once (the first message races, UDP carries the rest;
+//! `racing.rs` tests racing itself), unsupported protocols over TCP, and the
 //! fallback from a dead UDP address to TCP. Every wait is bounded by a failure guard.
 
 use std::collections::HashSet;
@@ -145,7 +146,14 @@ async fn all_three_known_prefers_udp() {
         a.add_address(b.local_peer_id(), addr).expect("address");
     }
     exchange(&a, &b).await;
-    assert_eq!(transports(&a, &b).await, HashSet::from([Transport::Udp]));
+    // The first message raced on all three transports, each copy opening its own path;
+    // both sides then consolidated on UDP, which carried everything else.
+    assert_eq!(transports(&a, &b).await, HashSet::from([Transport::Udp, Transport::Quic, Transport::Tcp]));
+    assert_eq!(a.consolidated_transport(b.local_peer_id()).await, Some(Transport::Udp));
+    let stats = a.transport_stats().await;
+    assert_eq!(stats.races, 1, "{stats:?}");
+    assert_eq!((stats.sent_on(Transport::Quic), stats.sent_on(Transport::Tcp)), (1, 1), "{stats:?}");
+    assert_eq!(stats.sent_on(Transport::Udp), u64::from(N_SENDS + N_REQUESTS), "{stats:?}");
     a.close().await;
     b.close().await;
 }

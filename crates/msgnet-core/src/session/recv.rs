@@ -117,7 +117,7 @@ impl Session {
         for frame in Frames::new(plain) {
             let Ok(frame) = frame else { return };
             match frame {
-                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } | Frame::Sack(_) | Frame::Reset { .. } => {}
+                Frame::Padding(_) | Frame::Ping | Frame::Ack { .. } | Frame::Race { .. } | Frame::Sack(_) | Frame::Reset { .. } => {}
                 Frame::Close { reason, .. } => {
                     self.closed_by_peer = Some(reason.to_owned());
                 }

@@ -38,6 +38,8 @@ impl FrameType {
     pub const CLOSE: FrameType = FrameType(0x05);
     /// One fragment of a message larger than a packet.
     pub const FRAGMENT: FrameType = FrameType(0x06);
+    /// Transport racing: the message frame that follows is one copy of race `race_id`.
+    pub const RACE: FrameType = FrameType(0x08);
     /// First message frame type (unordered, no flags).
     pub const MESSAGE_FIRST: FrameType = FrameType(0x40);
     /// Last message frame type (ordered, every flag set).
@@ -59,6 +61,7 @@ impl fmt::Display for FrameType {
             Self::RESET => f.write_str("RESET"),
             Self::CLOSE => f.write_str("CLOSE"),
             Self::FRAGMENT => f.write_str("FRAGMENT"),
+            Self::RACE => f.write_str("RACE"),
             t if t.is_message() => write!(f, "MESSAGE(0x{:02x})", t.0),
             FrameType(other) => write!(f, "0x{other:02x}"),
         }
@@ -206,6 +209,13 @@ pub enum Frame<'a> {
     Message(MessageFrame<'a>),
     /// A fragment of a message larger than a packet.
     Fragment(FragmentFrame<'a>),
+    /// Transport racing: the message frame that follows is one copy of the message the
+    /// sender sent on several transports at once, all copies sharing `race_id` (see
+    /// [`super::race`]).
+    Race {
+        /// Shared by every copy of one raced message; chosen at random by the sender.
+        race_id: u64,
+    },
 }
 
 /// `reason` cut to at most [`MAX_REASON_LEN`] bytes at a char boundary.
@@ -229,6 +239,7 @@ impl<'a> Frame<'a> {
             Frame::Close { .. } => FrameType::CLOSE,
             Frame::Message(m) => FrameType(m.type_byte()),
             Frame::Fragment(_) => FrameType::FRAGMENT,
+            Frame::Race { .. } => FrameType::RACE,
         }
     }
 
@@ -257,6 +268,7 @@ impl<'a> Frame<'a> {
             }
             Frame::Message(m) => m.encoded_len(),
             Frame::Fragment(f) => f.encoded_len(),
+            Frame::Race { .. } => 9,
         }
     }
 
@@ -292,6 +304,10 @@ impl<'a> Frame<'a> {
             }
             Frame::Message(m) => m.encode(out),
             Frame::Fragment(f) => f.encode(out),
+            Frame::Race { race_id } => {
+                out.push(FrameType::RACE.0);
+                out.extend_from_slice(&race_id.to_be_bytes());
+            }
         }
     }
 
@@ -328,6 +344,7 @@ impl<'a> Frame<'a> {
             }
             t if t.is_message() => Frame::Message(MessageFrame::decode_body(t.0, r)?),
             FrameType::FRAGMENT => Frame::Fragment(FragmentFrame::decode_body(r)?),
+            FrameType::RACE => Frame::Race { race_id: r.u64()? },
             t => return Err(WireError::UnknownFrameType(t)),
         })
     }
@@ -376,6 +393,8 @@ mod tests {
         assert_eq!(FrameType::SACK.to_string(), "SACK");
         assert_eq!(FrameType(0x06).to_string(), "FRAGMENT");
         assert_eq!(FrameType(0x07).to_string(), "0x07");
+        assert_eq!(FrameType(0x08).to_string(), "RACE");
+        assert_eq!(FrameType(0x09).to_string(), "0x09");
         assert_eq!(FrameType(0xf0).to_string(), "0xf0");
         assert_eq!(FrameType(0x7c).to_string(), "MESSAGE(0x7c)");
         assert_eq!(ResetCode(9).to_string(), "0x09");

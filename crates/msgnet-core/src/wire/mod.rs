@@ -10,6 +10,8 @@
 //! - [`Packet::parse`] / [`DataHeader`] / `encode_*_header`: the outer packet forms.
 //! - [`HandshakePayload`]: the plaintext inside Noise messages.
 //! - [`Frames`] / [`Frame`]: the plaintext of data packets, several frames per packet.
+//! - [`RaceCopy`] / [`RaceAnswer`]: the plaintexts of transport racing (§7), with the
+//!   [`transport_id`] values.
 //! - [`truncate_len`] / [`expand`]: RFC 9000 A.2/A.3 number truncation, shared by packet
 //!   numbers and message sequence numbers.
 //! - [`Reader`], [`write_varint`], [`read_varint`]: the primitives.
@@ -20,6 +22,7 @@ mod handshake;
 mod message;
 mod packet;
 mod pn;
+mod race;
 mod reader;
 mod varint;
 
@@ -38,5 +41,6 @@ pub use packet::{
     TAG_LEN, VERSION,
 };
 pub use pn::{decode_pn, encode_pn_len, expand, truncate_len};
+pub use race::{transport_id, RaceAnswer, RaceCopy, RaceOutcome, RACE_PROTOCOL};
 pub use reader::Reader;
 pub use varint::{read_varint, varint_len, write_varint, MAX_VARINT, MAX_VARINT_LEN};
