@@ -2,8 +2,12 @@
 //! outcomes of its sends and requests.
 //!
 //! This module owns what the simulator records about a node when it drains the node's
-//! events ([`Node::record`]), including the auto-responder. It calls only the
-//! endpoint's `respond`; routing datagrams and timers belong to `sim.rs`.
+//! events ([`Node::record`]), including the auto-responder, and the node's side of the
+//! hosted services (`service.rs`): which service owns which protocol, which message id
+//! belongs to which service output, dispatching events to services and putting their
+//! outputs through the endpoint. It calls only the endpoint's `respond`, `send`,
+//! `request`, `add_address` and `sessions`; routing datagrams and timers belong to
+//! `sim.rs`.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -12,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use msgnet_core::{Endpoint, Event, IncomingMessage, MessageId, PeerId, SendError};
+
+use crate::service::{Outcome, OutputKind, Service, SessionChange};
 
 /// Index of a node in its [`Sim`](crate::Sim). Allocated in order by `add_node`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,9 +53,10 @@ pub struct NodeCounters {
     pub bytes_delivered: u64,
     /// Of the delivered messages, the requests.
     pub requests_received: u64,
-    /// Responses sent by the auto-responder.
+    /// Responses sent by the auto-responder or a service.
     pub responses_sent: u64,
-    /// Auto-responder answers the endpoint refused (`respond` returned an error).
+    /// Auto-responder or service answers the endpoint refused (`respond` returned an
+    /// error).
     pub respond_errors: u64,
     /// `SendComplete` with `Ok`.
     pub sends_ok: u64,
@@ -74,6 +81,12 @@ pub struct NodeCounters {
     /// fired, more than a few times in a row; the simulator then moves the timer 1 ms
     /// ahead so that time advances. Nonzero means the endpoint's timer does not settle.
     pub timer_spins: u64,
+    /// Messages and requests the node's services handed to the endpoint.
+    pub service_outputs: u64,
+    /// Of those, the ones the endpoint refused at once (the service got the error).
+    pub service_refused: u64,
+    /// The same as `timer_spins`, for the services' timer.
+    pub service_timer_spins: u64,
 }
 
 /// One simulated endpoint.
@@ -102,6 +115,17 @@ pub struct Node {
     pub(crate) timer_at: Option<Duration>,
     /// Consecutive timer firings that asked for a timer at or before their own instant.
     pub(crate) spins: u32,
+    /// Hosted services, in the order they were added.
+    pub(crate) services: Vec<Box<dyn Service>>,
+    /// Protocol → the service that owns it.
+    svc_owner: HashMap<String, usize>,
+    /// Message id of a service output → (service, token). An entry leaves when its
+    /// outcome arrives; the endpoint reports exactly one outcome per id.
+    svc_pending: HashMap<MessageId, (usize, u64)>,
+    /// The services' timer: generation and instant, as for the endpoint's.
+    pub(crate) svc_timer_gen: u64,
+    pub(crate) svc_timer_at: Option<Duration>,
+    pub(crate) svc_spins: u32,
 }
 
 impl fmt::Debug for Node {
@@ -131,7 +155,97 @@ impl Node {
             timer_gen: 0,
             timer_at: None,
             spins: 0,
+            services: Vec::new(),
+            svc_owner: HashMap::new(),
+            svc_pending: HashMap::new(),
+            svc_timer_gen: 0,
+            svc_timer_at: None,
+            svc_spins: 0,
         }
+    }
+
+    /// Number of hosted services.
+    pub fn services(&self) -> usize {
+        self.services.len()
+    }
+
+    /// Service outputs whose outcome has not arrived yet.
+    pub fn service_outputs_pending(&self) -> usize {
+        self.svc_pending.len()
+    }
+
+    /// The first hosted service of type `T`.
+    pub fn service<T: Service>(&self) -> Option<&T> {
+        self.services.iter().find_map(|s| s.as_ref().as_any().downcast_ref::<T>())
+    }
+
+    /// The first hosted service of type `T`, mutably. Outputs it produces are only
+    /// drained at the node's next input: use [`Sim::with_service`](crate::Sim::with_service)
+    /// to issue commands.
+    pub(crate) fn service_mut<T: Service>(&mut self) -> Option<&mut T> {
+        self.services.iter_mut().find_map(|s| s.as_mut().as_any_mut().downcast_mut::<T>())
+    }
+
+    /// Hosts `service`: registers its protocols (those not owned yet) on the endpoint.
+    pub(crate) fn add_service(&mut self, service: Box<dyn Service>) {
+        let i = self.services.len();
+        for p in service.protocols() {
+            self.ep.register_protocol(&p);
+            self.svc_owner.entry(p).or_insert(i);
+        }
+        self.services.push(service);
+    }
+
+    /// The earliest deadline of the services.
+    pub(crate) fn service_timeout(&self) -> Option<Instant> {
+        self.services.iter().filter_map(|s| s.poll_timeout()).min()
+    }
+
+    /// Runs the timers of the services whose deadline has come.
+    pub(crate) fn service_timers(&mut self, now: Instant) {
+        for s in &mut self.services {
+            if s.poll_timeout().is_some_and(|t| t <= now) {
+                s.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Puts every pending service output through the endpoint; refusals go straight back
+    /// to the service (which may emit more). Returns whether there was any output.
+    pub(crate) fn drain_services(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for i in 0..self.services.len() {
+            while let Some(o) = self.services[i].poll_output() {
+                any = true;
+                self.counters.service_outputs += 1;
+                if let Some(a) = o.addr {
+                    self.ep.add_address(o.peer, a);
+                }
+                let r = match o.kind {
+                    OutputKind::Message => self.ep.send(now, o.peer, &o.protocol, o.payload, o.opts),
+                    OutputKind::Request => self.ep.request(now, o.peer, &o.protocol, o.payload, o.opts),
+                };
+                match r {
+                    Ok(id) => {
+                        self.svc_pending.insert(id, (i, o.token));
+                    }
+                    Err(e) => {
+                        self.counters.service_refused += 1;
+                        let outcome = match o.kind {
+                            OutputKind::Message => Outcome::Sent(Err(e)),
+                            OutputKind::Request => Outcome::Response(Err(e)),
+                        };
+                        self.services[i].handle_outcome(now, o.token, outcome);
+                    }
+                }
+            }
+        }
+        any
+    }
+
+    /// The remote address of `peer`'s session `session`.
+    fn session_remote(&self, m: &IncomingMessage) -> Option<SocketAddr> {
+        self.ep.sessions(&m.peer).into_iter().find(|s| s.id == m.session).map(|s| s.remote)
     }
 
     /// Whether the node is down (see [`Sim::set_node_down`](crate::Sim::set_node_down)).
@@ -184,13 +298,19 @@ impl Node {
             Event::Message(m) => {
                 c.messages_delivered += 1;
                 c.bytes_delivered += m.payload.len() as u64;
-                if let Some(req) = &m.request {
+                if m.request.is_some() {
                     c.requests_received += 1;
-                    if let Some(answer) = self.responder.as_mut().and_then(|f| f(m)) {
-                        match self.ep.respond(now, req, Ok(answer)) {
-                            Ok(()) => c.responses_sent += 1,
-                            Err(_) => c.respond_errors += 1,
-                        }
+                }
+                let answer = if let Some(&i) = self.svc_owner.get(&*m.protocol) {
+                    let remote = self.session_remote(m);
+                    self.services[i].handle_message(now, m, remote)
+                } else {
+                    m.request.as_ref().and(self.responder.as_mut()).and_then(|f| f(m)).map(Ok)
+                };
+                if let (Some(req), Some(answer)) = (&m.request, answer) {
+                    match self.ep.respond(now, req, answer) {
+                        Ok(()) => self.counters.responses_sent += 1,
+                        Err(_) => self.counters.respond_errors += 1,
                     }
                 }
             }
@@ -200,7 +320,9 @@ impl Node {
                 } else {
                     c.sends_failed += 1;
                 }
-                if self.completions.insert(*id, result.clone()).is_some() {
+                if let Some((i, token)) = self.svc_pending.remove(id) {
+                    self.services[i].handle_outcome(now, token, Outcome::Sent(result.clone()));
+                } else if self.completions.insert(*id, result.clone()).is_some() {
                     c.duplicate_outcomes += 1;
                 }
             }
@@ -210,12 +332,24 @@ impl Node {
                 } else {
                     c.responses_failed += 1;
                 }
-                if self.responses.insert(*id, result.clone()).is_some() {
+                if let Some((i, token)) = self.svc_pending.remove(id) {
+                    self.services[i].handle_outcome(now, token, Outcome::Response(result.clone()));
+                } else if self.responses.insert(*id, result.clone()).is_some() {
                     c.duplicate_outcomes += 1;
                 }
             }
-            Event::SessionUp { .. } => c.sessions_up += 1,
-            Event::SessionDown { .. } => c.sessions_down += 1,
+            Event::SessionUp { peer, remote, .. } => {
+                c.sessions_up += 1;
+                for s in &mut self.services {
+                    s.handle_session(now, *peer, SessionChange::Up(*remote));
+                }
+            }
+            Event::SessionDown { peer, .. } => {
+                c.sessions_down += 1;
+                for s in &mut self.services {
+                    s.handle_session(now, *peer, SessionChange::Down);
+                }
+            }
             _ => {}
         }
         if self.log == EventLog::Full {

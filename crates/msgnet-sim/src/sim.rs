@@ -22,6 +22,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::link::{Fate, LinkCounters, LinkParams, LinkState};
 use crate::node::{EventLog, Node, NodeId};
+use crate::service::Service;
 use crate::trace::{Mark, Trace, TraceRecord};
 
 /// The UNIX time every simulation starts at (2027-01-15), so handshake timestamps are
@@ -37,6 +38,7 @@ const SPIN_LIMIT: u32 = 16;
 enum Kind {
     Deliver { from: NodeId, to: NodeId, from_addr: SocketAddr, data: Vec<u8>, digest: u64 },
     Timer { node: NodeId, gen: u64 },
+    ServiceTimer { node: NodeId, gen: u64 },
 }
 
 struct Entry {
@@ -247,6 +249,37 @@ impl Sim {
         self.nodes[node.0].responder = None;
     }
 
+    // ----- services -------------------------------------------------------------------
+
+    /// Hosts `service` on `node` (see [`Service`]): registers its protocols on the
+    /// endpoint, then drains its first outputs and arms its timer. Messages on those
+    /// protocols go to the service instead of the auto-responder.
+    pub fn add_service(&mut self, node: NodeId, service: impl Service) {
+        self.nodes[node.0].add_service(Box::new(service));
+        self.after_input(node);
+    }
+
+    /// The first service of type `T` on `node`.
+    pub fn service<T: Service>(&self, node: NodeId) -> Option<&T> {
+        self.nodes[node.0].service::<T>()
+    }
+
+    /// Calls `f` on the first service of type `T` on `node` with the current virtual
+    /// instant (to issue commands), then drains its outputs through the endpoint and
+    /// re-arms the timers. `None` if the node hosts no such service.
+    pub fn with_service<T: Service, R>(
+        &mut self,
+        node: NodeId,
+        f: impl FnOnce(&mut T, Instant) -> R,
+    ) -> Option<R> {
+        let now = self.instant();
+        let r = self.nodes[node.0].service_mut::<T>().map(|s| f(s, now));
+        if r.is_some() {
+            self.after_input(node);
+        }
+        r
+    }
+
     /// Takes `node` off the network (or puts it back): while down, every datagram from
     /// it or to it (including those already in flight when they arrive) is dropped. Its
     /// endpoint keeps running its timers, as a peer that vanished without closing.
@@ -431,6 +464,17 @@ impl Sim {
                 n.ep.handle_timeout(now);
                 self.after_input(node);
             }
+            Kind::ServiceTimer { node, gen } => {
+                let now = self.instant();
+                let n = &mut self.nodes[node.0];
+                if n.svc_timer_gen != gen {
+                    return true;
+                }
+                self.steps += 1;
+                n.svc_timer_at = None;
+                n.service_timers(now);
+                self.after_input(node);
+            }
         }
         true
     }
@@ -497,12 +541,49 @@ impl Sim {
                 progressed = true;
                 self.nodes[id.0].record(now, ev);
             }
+            progressed |= self.nodes[id.0].drain_services(now);
             if !progressed {
                 break;
             }
         }
         self.buf = buf;
         self.rearm(id);
+        self.rearm_services(id);
+    }
+
+    /// As `rearm`, for the services' timer (nothing to do for nodes without services).
+    fn rearm_services(&mut self, id: NodeId) {
+        let (now, epoch) = (self.now, self.epoch);
+        let n = &mut self.nodes[id.0];
+        if n.services.is_empty() {
+            return;
+        }
+        let Some(t) = n.service_timeout() else {
+            if n.svc_timer_at.is_some() {
+                n.svc_timer_at = None;
+                n.svc_timer_gen += 1;
+            }
+            return;
+        };
+        let mut at = t.saturating_duration_since(epoch);
+        if at <= now {
+            n.svc_spins += 1;
+            if n.svc_spins > SPIN_LIMIT {
+                n.counters.service_timer_spins += 1;
+                n.svc_spins = 0;
+                at = now + Duration::from_millis(1);
+            }
+        } else {
+            n.svc_spins = 0;
+        }
+        let at = at.max(now);
+        if n.svc_timer_at == Some(at) {
+            return;
+        }
+        n.svc_timer_at = Some(at);
+        n.svc_timer_gen += 1;
+        let gen = n.svc_timer_gen;
+        self.push(at, Kind::ServiceTimer { node: id, gen });
     }
 
     fn rearm(&mut self, id: NodeId) {
