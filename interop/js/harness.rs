@@ -6,8 +6,9 @@
 //! lines ([`JsNode::recv`], [`JsNode::expect`]) and writes commands to its stdin
 //! ([`JsNode::command`]). The line format is documented at the top of `node.mjs`.
 //!
-//! Missing Node.js or a missing `interop/js/node_modules` fails the test with a message
-//! that says what to run; it never passes silently. The child is killed when the handle is
+//! Missing `interop/js/node_modules` are installed with `npm ci` (the pinned lockfile) on
+//! first use; missing Node.js or a failed install fails the test with a message that says
+//! what to run; it never passes silently. The child is killed when the handle is
 //! dropped (also on panic), and it exits by itself when its stdin closes, so it cannot
 //! outlive the test process.
 
@@ -143,7 +144,29 @@ pub fn require_node() -> PathBuf {
         ),
         Err(e) => panic!("Node.js (`node`) not found ({e}): install Node.js >= 20, then {SETUP_HINT}"),
     }
-    for module in ["libp2p", "@libp2p/kad-dht", "@chainsafe/libp2p-noise"] {
+    const MODULES: [&str; 3] = ["libp2p", "@libp2p/kad-dht", "@chainsafe/libp2p-noise"];
+    let installed = |dir: &PathBuf| {
+        MODULES.iter().all(|m| dir.join("node_modules").join(m).join("package.json").is_file())
+    };
+    if !installed(&dir) {
+        // A fresh checkout: install the pinned modules once (tests of one binary run on
+        // several threads; `.ci/run` installs them beforehand anyway).
+        static INSTALL: Mutex<()> = Mutex::new(());
+        let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+        if !installed(&dir) {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&dir)
+                .stdout(Stdio::null())
+                .status();
+            match status {
+                Ok(s) if s.success() => {}
+                Ok(s) => panic!("`npm ci` in {} failed ({s}): {SETUP_HINT}", dir.display()),
+                Err(e) => panic!("npm not found ({e}): {SETUP_HINT}"),
+            }
+        }
+    }
+    for module in MODULES {
         if !dir.join("node_modules").join(module).join("package.json").is_file() {
             panic!("{} lacks the npm module {module}: {SETUP_HINT}", dir.join("node_modules").display());
         }

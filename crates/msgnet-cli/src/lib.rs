@@ -1,7 +1,7 @@
 //! The `msgnet` command-line tool as a library, so that its benchmark (`benches/`)
 //! and tests reuse the same pieces as the binary.
 //!
-//! - [`cmd`]: the subcommands (`id`, `listen`, `send`, `ping`, `demo`, `bench`);
+//! - [`cmd`]: the subcommands (`id`, `listen`, `send`, `ping`, `demo`, `bench`, `dht`);
 //! - [`output`]: how payloads and addresses are printed;
 //! - [`bench`]: the measurement kernels shared by `msgnet bench` and `cargo bench`
 //!   (msgnet and raw UDP side by side).

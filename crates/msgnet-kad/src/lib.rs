@@ -38,14 +38,23 @@
 //! peers learn a requester into their routing table only if the host passes its listen
 //! addresses to `handle_request` (so a host passes `&[]` for clients).
 //!
+//! # On a msgnet Host
+//!
+//! With the `host` feature (on by default), [`host::Dht`] runs this state machine on a
+//! `msgnet::Host` in a tokio task and offers async `bootstrap`, `find_peer`, `put_value`,
+//! `get_value`, `start_providing` and `get_providers`; see the [`host`] module. Without
+//! it the crate depends on neither tokio nor msgnet.
+//!
 //! # Modules
 //!
-//! [`key`] (distance), [`wire`] (protobuf), [`table`] (k-buckets), [`iter`] (lookup
+//! [`host`] (the tokio driver, feature `host`), [`key`] (distance), [`wire`] (protobuf), [`table`] (k-buckets), [`iter`] (lookup
 //! iterators), [`record`] (records, providers, validator, stores), and the state machine
 //! in `kad` (state, commands, timers, outputs), `query` (queries and responses) and
 //! `server` (answering requests).
 
 pub mod error;
+#[cfg(feature = "host")]
+pub mod host;
 pub mod iter;
 mod kad;
 pub mod key;

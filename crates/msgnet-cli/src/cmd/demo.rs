@@ -105,6 +105,14 @@ pub const SECTIONS: &[Section] = &[
         run: large_and_ordered,
     },
     Section {
+        title: "one peer on three transports: racing, consolidation, fallback",
+        run: transports,
+    },
+    Section {
+        title: "a small DHT: put/get and provide/find-providers",
+        run: dht,
+    },
+    Section {
         title: "stats per node",
         run: stats,
     },
@@ -444,6 +452,189 @@ fn large_and_ordered(d: &mut Demo) -> SectionFuture<'_> {
             got.len(),
             if in_order { "in order" } else { "OUT OF ORDER" }
         );
+        Ok(())
+    })
+}
+
+/// Nodes of the demo's DHT.
+/// The transports section's protocol: requests answered with the payload.
+const ECHO3: &str = "/demo/echo3/1.0.0";
+
+/// erin knows frank on UDP, TCP and QUIC: the first request races over all three, both
+/// settle on one, and when frank stops listening there, the next requests go over another.
+fn transports(_d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        use msgnet::Transport;
+        let mut hosts = Vec::new();
+        for _ in 0..2 {
+            let mut b = Host::builder(msgnet::Keypair::generate_ed25519());
+            for a in ["/ip4/127.0.0.1/udp/0", "/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"] {
+                b = b.listen(a.parse().context("address")?);
+            }
+            hosts.push(b.build().await?);
+        }
+        let (erin, frank) = (&hosts[0], &hosts[1]);
+        let mut echo = frank.handle(ECHO3)?;
+        let served = Arc::new(AtomicU64::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = echo.recv().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                let reply = msg.payload.clone();
+                let _ = msg.respond(reply);
+            }
+        });
+        let names: Vec<String> = frank
+            .listen_addrs()
+            .iter()
+            .map(|a| Transport::of(a).map_or("?", Transport::as_str).to_owned())
+            .collect();
+        for addr in frank.listen_addrs() {
+            erin.add_address(frank.local_peer_id(), addr)?;
+        }
+        say!("erin knows frank on {}", names.join(", "));
+        let peer = frank.local_peer_id();
+        erin.request(peer, ECHO3, "first", TIMEOUT * 5).await?;
+        let (es, fs) = (erin.transport_stats().await, frank.transport_stats().await);
+        let raced: Vec<String> = [Transport::Udp, Transport::Quic, Transport::Tcp]
+            .iter()
+            .map(|t| format!("{} {}", t.as_str(), es.raced_on(*t)))
+            .collect();
+        let chosen = erin.consolidated_transport(peer).await;
+        say!(
+            "first request raced: copies {}; frank handled it {} time(s), dropped {} duplicate(s)",
+            raced.join(", "),
+            served.load(Ordering::Relaxed),
+            fs.duplicates
+        );
+        say!("both settled on {}", chosen.map_or("nothing", Transport::as_str));
+        for i in 0..20 {
+            erin.request(peer, ECHO3, format!("more {i}"), TIMEOUT * 5).await?;
+        }
+        let after = erin.transport_stats().await;
+        say!(
+            "20 more requests: sent on udp {}, quic {}, tcp {} (all copies counted)",
+            after.sent_on(Transport::Udp),
+            after.sent_on(Transport::Quic),
+            after.sent_on(Transport::Tcp)
+        );
+        if let Some(t) = chosen {
+            if let Some(addr) = frank.listen_addrs().into_iter().find(|a| Transport::of(a) == Some(t)) {
+                frank.remove_listener(&addr).await?;
+                say!("frank stops listening on {}", t.as_str());
+                for i in 0..20 {
+                    erin.request(peer, ECHO3, format!("after {i}"), TIMEOUT * 5).await?;
+                }
+                let now_on = erin.consolidated_transport(peer).await;
+                say!(
+                    "20 requests after that all answered; now on {}; frank handled {} in all",
+                    now_on.map_or("nothing", Transport::as_str),
+                    served.load(Ordering::Relaxed)
+                );
+            }
+        }
+        for h in &hosts {
+            h.close().await;
+        }
+        Ok(())
+    })
+}
+
+const DHT_NODES: usize = 20;
+
+/// A DHT of [`DHT_NODES`] fresh hosts (not the four demo nodes): join, put/get,
+/// provide/find-providers, with each lookup's rounds, requests and time.
+fn dht(_d: &mut Demo) -> SectionFuture<'_> {
+    Box::pin(async move {
+        use msgnet_kad::host::{Dht, DhtConfig};
+        use msgnet_kad::{provider_key, QueryStats, Record};
+
+        let figures = |s: &QueryStats| {
+            format!(
+                "{} round(s), {} requests, {}",
+                s.rounds,
+                s.requests,
+                ms(s.duration)
+            )
+        };
+        let t0 = Instant::now();
+        let mut hosts = Vec::new();
+        let mut dhts = Vec::new();
+        for _ in 0..DHT_NODES {
+            let host = Host::builder(msgnet::Keypair::generate_ed25519())
+                .listen("/ip4/127.0.0.1/udp/0".parse().context("address")?)
+                .build()
+                .await?;
+            dhts.push(Dht::new(&host, DhtConfig::default())?);
+            hosts.push(host);
+        }
+        // Nodes 1-4 join through node 0, the others through one of those, concurrently.
+        let join = |i: usize, via: usize| {
+            let (dht, via) = (dhts[i].clone(), hosts[via].clone());
+            async move {
+                dht.add_address(via.local_peer_id(), via.listen_addrs()[0].clone())
+                    .await?;
+                dht.bootstrap().await
+            }
+        };
+        for i in 1..5 {
+            join(i, 0).await?;
+        }
+        futures::future::try_join_all((5..DHT_NODES).map(|i| join(i, i % 5))).await?;
+        let mut sizes = Vec::new();
+        for d in &dhts {
+            sizes.push(d.routing_table_size().await?);
+        }
+        sizes.sort_unstable();
+        say!(
+            "  {DHT_NODES} nodes joined in {}; routing tables hold {}-{} peers",
+            ms(t0.elapsed()),
+            sizes[0],
+            sizes[sizes.len() - 1]
+        );
+
+        let key = b"/demo/greeting".to_vec();
+        let put = dhts[3]
+            .put_value(Record::new(key.clone(), b"hello, DHT".to_vec()))
+            .await?;
+        say!(
+            "  node 3 put /demo/greeting: stored on {} peers ({})",
+            put.stored,
+            figures(&put.stats)
+        );
+        let got = dhts[17].get_value(key).await?;
+        say!(
+            "  node 17 get /demo/greeting: {:?} ({})",
+            String::from_utf8_lossy(&got.record.value),
+            figures(&got.stats)
+        );
+
+        let cid: cid::Cid = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+            .parse()
+            .context("cid")?;
+        let provided = dhts[5].start_providing(provider_key(&cid)).await?;
+        say!(
+            "  node 5 provides {cid}: announced to {} peers ({})",
+            provided.acked,
+            figures(&provided.stats)
+        );
+        let found = dhts[11].get_providers(provider_key(&cid)).await?;
+        let is_5 = found
+            .providers
+            .iter()
+            .any(|p| p.peer == hosts[5].local_peer_id());
+        anyhow::ensure!(is_5, "node 5 is not among the providers found");
+        say!(
+            "  node 11 find-providers: {} provider(s), node 5 among them ({})",
+            found.providers.len(),
+            figures(&found.stats)
+        );
+        for d in &dhts {
+            d.close().await;
+        }
+        for h in &hosts {
+            h.close().await;
+        }
         Ok(())
     })
 }

@@ -14,11 +14,19 @@
 //! ([`DEFAULT_PROTOCOLS`]) plus every `--protocol`. Requests on
 //! [`PING_PROTOCOL`] are answered with their own payload and not printed; with `--echo`
 //! every request is answered that way; otherwise other requests fail with code 1.
+//!
+//! The node also serves the libp2p Kademlia DHT (`/ipfs/kad/1.0.0`, a
+//! [`msgnet_kad::host::Dht`] in server mode; its requests are not printed), unless
+//! `--no-dht`. With `--bootstrap ADDR` (repeatable) it joins the DHT through those nodes
+//! once the addresses are printed, and prints `dht: joined, <n> peers in the routing table`
+//! (or `dht: bootstrap failed: <reason>`, and keeps serving). Records and provider
+//! announcements it stores for others live in memory for the life of the process.
 
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use msgnet::{Host, IncomingMessage, Multiaddr};
+use msgnet_kad::host::{Dht, DhtConfig};
 use tokio::sync::mpsc;
 
 use super::{KeyArg, DEFAULT_PROTOCOLS, PING_PROTOCOL};
@@ -39,6 +47,12 @@ pub struct Args {
     /// Answer every request with its own payload.
     #[arg(long)]
     echo: bool,
+    /// Join the DHT through this node, `<address>/p2p/<peer id>` (repeatable).
+    #[arg(long = "bootstrap", short = 'b', value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Do not serve the DHT.
+    #[arg(long)]
+    no_dht: bool,
     #[command(flatten)]
     key: KeyArg,
 }
@@ -52,6 +66,28 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         builder = builder.listen(addr);
     }
     let host = builder.build().await?;
+    if args.no_dht && !args.bootstrap.is_empty() {
+        bail!("--bootstrap joins the DHT: it cannot go with --no-dht");
+    }
+    for addr in &args.bootstrap {
+        Host::dial_info(addr).with_context(|| format!("--bootstrap {addr}"))?;
+    }
+    let me = host.local_peer_id();
+    let dht = if args.no_dht {
+        None
+    } else {
+        // Peers on this machine dial the printed (loopback) form of unspecified addresses.
+        let local_addrs = host
+            .listen_addrs()
+            .iter()
+            .map(|a| strip_p2p(output::dialable(a, me)))
+            .collect();
+        let config = DhtConfig {
+            local_addrs: Some(local_addrs),
+            ..DhtConfig::default()
+        };
+        Some(Dht::new(&host, config).context("serve the DHT")?)
+    };
     let (tx, mut rx) = mpsc::channel::<IncomingMessage>(1024);
     let mut protocols: Vec<String> = DEFAULT_PROTOCOLS.iter().map(|p| p.to_string()).collect();
     for p in args.protocols {
@@ -76,9 +112,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     // Print the addresses only now that every handler exists: a peer that reads them
     // and sends at once must not find the protocol unhandled.
-    let me = host.local_peer_id();
     for addr in host.listen_addrs() {
         output::println_flush(&output::dialable(&addr, me).to_string())?;
+    }
+    if let (Some(dht), false) = (&dht, args.bootstrap.is_empty()) {
+        tokio::spawn(join(dht.clone(), args.bootstrap.clone()));
     }
 
     let ctrl_c = tokio::signal::ctrl_c();
@@ -92,6 +130,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             _ = &mut ctrl_c => break Ok(()),
         }
     };
+    if let Some(dht) = dht {
+        dht.close().await;
+    }
     host.close().await;
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
@@ -99,6 +140,31 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Joins the DHT through `bootstrap` and prints how it went (one `dht:` line).
+async fn join(dht: Dht, bootstrap: Vec<Multiaddr>) {
+    let mut line = String::new();
+    for addr in &bootstrap {
+        if let Err(e) = dht.add_bootstrap(addr).await {
+            line = format!("dht: bootstrap address {addr}: {e}");
+        }
+    }
+    if line.is_empty() {
+        line = match dht.bootstrap().await {
+            Ok(b) => format!("dht: joined, {} peers in the routing table", b.table_size),
+            Err(e) => format!("dht: bootstrap failed: {e}"),
+        };
+    }
+    // A closed stdout ends `listen` through the message loop; nothing to do here.
+    let _ = output::println_flush(&line);
+}
+
+fn strip_p2p(mut addr: Multiaddr) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
+        addr.pop();
+    }
+    addr
 }
 
 /// Print one message and answer it if it is a request.

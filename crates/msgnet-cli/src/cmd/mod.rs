@@ -9,6 +9,7 @@ use msgnet::{Host, Keypair, Multiaddr, PeerId};
 
 pub mod bench;
 pub mod demo;
+pub mod dht;
 pub mod id;
 pub mod listen;
 pub mod ping;
@@ -43,6 +44,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Measure msgnet against raw UDP on loopback.
     Bench(bench::Args),
+    /// The libp2p Kademlia DHT: put, get, provide, find-providers, find-peer.
+    Dht(dht::Args),
 }
 
 /// Run one parsed command line.
@@ -54,6 +57,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ping(a) => ping::run(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Bench(a) => bench::run(a).await,
+        Command::Dht(a) => dht::run(a).await,
     }
 }
 
