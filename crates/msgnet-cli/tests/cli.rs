@@ -3,78 +3,21 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::{run, Running};
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A running child whose stdout lines arrive on a channel; killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn msgnet");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    /// The next stdout line.
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .expect("a line from the child in time")
-    }
-
-    /// Read lines until one satisfies `want`; panics after WAIT.
-    fn wait_for(&self, want: impl Fn(&str) -> bool) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!("expected line not printed; saw {seen:?}"),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `msgnet listen` on loopback; returns it and its dialable address (first line).
 fn listen(extra: &[&str]) -> (Running, String) {
     let mut args = vec!["listen", "--listen", "/ip4/127.0.0.1/udp/0"];
     args.extend_from_slice(extra);
-    let l = Running::spawn(&args);
+    let l = Running::spawn(&args, WAIT);
     let addr = l.line();
     assert!(
         addr.starts_with("/ip4/127.0.0.1/udp/") && addr.contains("/p2p/"),
@@ -88,7 +31,7 @@ fn listen(extra: &[&str]) -> (Running, String) {
 fn listen_on(addr: &str, extra: &[&str]) -> (Running, String) {
     let mut args = vec!["listen", "--listen", addr];
     args.extend_from_slice(extra);
-    let l = Running::spawn(&args);
+    let l = Running::spawn(&args, WAIT);
     let line = l.line();
     let prefix = addr.trim_end_matches("/quic-v1").trim_end_matches('0');
     assert!(line.starts_with(prefix) && line.contains("/p2p/"), "first line: {line}");
@@ -96,14 +39,6 @@ fn listen_on(addr: &str, extra: &[&str]) -> (Running, String) {
         assert!(line.contains("/quic-v1/p2p/"), "{line}");
     }
     (l, line)
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run msgnet")
 }
 
 fn stdout(o: &Output) -> String {
@@ -230,7 +165,7 @@ fn bench_quick_prints_ratios() {
 
 #[test]
 fn default_listen_prints_udp_tcp_and_quic() {
-    let l = Running::spawn(&["listen"]);
+    let l = Running::spawn(&["listen"], WAIT);
     let first = l.line();
     assert!(first.starts_with("/ip4/127.0.0.1/udp/") && first.contains("/p2p/"), "{first}");
     let mut lines = vec![first];

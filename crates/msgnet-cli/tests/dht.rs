@@ -4,57 +4,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+use common::{run, Running};
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
 const WAIT: Duration = Duration::from_secs(60);
 const CID: &str = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi";
-
-/// A running child whose stdout lines arrive on a channel; killed on drop.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn msgnet");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self { child, lines }
-    }
-
-    fn line(&self) -> String {
-        self.lines
-            .recv_timeout(WAIT)
-            .expect("a line from the child in time")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `msgnet listen` on loopback UDP, joining through `bootstrap` if given; returns it and
 /// its address (first line), after its `dht:` line if it joined.
@@ -63,7 +20,7 @@ fn node(bootstrap: Option<&str>) -> (Running, String) {
     if let Some(b) = bootstrap {
         args.extend(["--bootstrap", b]);
     }
-    let l = Running::spawn(&args);
+    let l = Running::spawn(&args, WAIT);
     let addr = l.line();
     assert!(
         addr.starts_with("/ip4/127.0.0.1/udp/") && addr.contains("/p2p/"),
@@ -85,14 +42,6 @@ fn network() -> Vec<(Running, String)> {
         nodes.push(node(Some(&via)));
     }
     nodes
-}
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run msgnet")
 }
 
 fn ok(args: &[&str]) -> Vec<String> {
