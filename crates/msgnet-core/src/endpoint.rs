@@ -264,15 +264,15 @@ impl Endpoint {
             ctx.stats.drop_packet(DropReason::Decrypt);
             return;
         };
-        let eliciting = match Session::check_frames(plain) {
-            Ok(e) => e,
+        let sum = match Session::check_frames(plain) {
+            Ok(sum) => sum,
             Err(_) => {
                 ctx.stats.drop_packet(DropReason::ProtocolViolation);
                 return;
             }
         };
         let newest = s.replay_check(pn) && s.expand_pn(hdr.pn_truncated, hdr.pn_len) >= pn;
-        s.on_packet_received(now, pn, eliciting);
+        s.on_packet_received(now, pn, sum.eliciting);
         if from != s.remote && newest {
             // The peer moved (NAT rebinding): the packet authenticated and is the newest,
             // so follow it. Sessions are found by index, not by address.
@@ -282,7 +282,7 @@ impl Endpoint {
         s.confirmed = true;
         let was_validated = s.validated;
         s.validated = true;
-        s.process_frames(now, &mut ctx, pn, plain);
+        s.process_frames(now, &mut ctx, pn, plain, sum);
         let closed = s.closed_by_peer.take();
         let peer = s.peer;
         let remote = s.remote;

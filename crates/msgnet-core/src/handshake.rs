@@ -348,7 +348,7 @@ impl Endpoint {
         if !self.check_timestamp(now, peer, ts) {
             return;
         }
-        let Ok(eliciting) = Session::check_frames(&frames) else {
+        let Ok(sum) = Session::check_frames(&frames) else {
             self.stats.drop_packet(DropReason::ProtocolViolation);
             return;
         };
@@ -357,12 +357,12 @@ impl Endpoint {
         let mut s = Session::new(id, idx, peer, from, false, "IK", now);
         s.remote_index = sender;
         s.amp_rx = len as u64;
-        s.on_packet_received(now, 0, eliciting);
+        s.on_packet_received(now, 0, sum.eliciting);
         self.insert_session(s);
         self.initiations.insert(hash, idx);
         let (sessions, mut ctx) = self.ctx();
         if let Some(s) = sessions.get_mut(&idx) {
-            s.process_frames(now, &mut ctx, 0, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames, sum);
         }
         self.handshakes.insert(
             idx,
@@ -522,7 +522,7 @@ impl Endpoint {
                 }
             }
         };
-        let Ok(eliciting) = Session::check_frames(&frames) else {
+        let Ok(sum) = Session::check_frames(&frames) else {
             self.stats.drop_packet(DropReason::ProtocolViolation);
             return;
         };
@@ -535,10 +535,10 @@ impl Endpoint {
             s.remote_index = sender;
             s.remote = from;
             s.set_keys(Keys::new(keys.send, keys.recv, now));
-            s.on_packet_received(now, 0, eliciting);
+            s.on_packet_received(now, 0, sum.eliciting);
             // Confirm promptly: the responder sends nothing more until it hears from us.
             s.ping_pending = true;
-            s.process_frames(now, &mut ctx, 0, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames, sum);
             ctx.stats.handshakes_completed += 1;
             let (peer, sid) = (s.peer, s.id);
             self.events.push_back(Event::SessionUp { peer, session: sid, remote: from });
@@ -608,7 +608,7 @@ impl Endpoint {
             return;
         }
         let Some((peer, _ts, frames)) = self.authenticate(&hs, &plain) else { return };
-        let Ok(eliciting) = Session::check_frames(&frames) else {
+        let Ok(sum) = Session::check_frames(&frames) else {
             self.stats.drop_packet(DropReason::ProtocolViolation);
             return;
         };
@@ -619,14 +619,14 @@ impl Endpoint {
         s.validated = true;
         s.amp_rx = len as u64;
         s.set_keys(Keys::new(keys.send, keys.recv, now));
-        s.on_packet_received(now, 0, eliciting);
+        s.on_packet_received(now, 0, sum.eliciting);
         self.insert_session(s);
         self.add_address(peer, from);
         self.stats.handshakes_completed += 1;
         self.events.push_back(Event::SessionUp { peer, session: id, remote: from });
         let (sessions, mut ctx) = self.ctx();
         if let Some(s) = sessions.get_mut(&receiver) {
-            s.process_frames(now, &mut ctx, 0, &frames);
+            s.process_frames(now, &mut ctx, 0, &frames, sum);
         }
         self.mark_dirty(receiver);
     }

@@ -30,6 +30,17 @@ pub(crate) struct Partial {
     timeout: Duration,
 }
 
+/// What [`Session::check_frames`] learned about a packet's frames.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FrameSummary {
+    /// Some frame asks for an acknowledgement.
+    pub(crate) eliciting: bool,
+    /// The packet carries RESET frames.
+    resets: bool,
+    /// The packet carries SACK frames.
+    sacks: bool,
+}
+
 impl Session {
     // ----- receiving ----------------------------------------------------------------
 
@@ -90,28 +101,37 @@ impl Session {
         }
     }
 
-    /// Validates the frames of an authenticated packet without acting on them.
-    /// Returns whether the packet is ack-eliciting.
-    pub(crate) fn check_frames(plain: &[u8]) -> Result<bool, wire::WireError> {
-        let mut eliciting = false;
+    /// Validates the frames of an authenticated packet without acting on them, and notes
+    /// what [`process_frames`](Self::process_frames) needs to know about them.
+    pub(crate) fn check_frames(plain: &[u8]) -> Result<FrameSummary, wire::WireError> {
+        let mut sum = FrameSummary::default();
         for f in Frames::new(plain) {
-            eliciting |= f?.is_ack_eliciting();
+            let f = f?;
+            sum.eliciting |= f.is_ack_eliciting();
+            sum.resets |= matches!(f, Frame::Reset { .. });
+            sum.sacks |= matches!(f, Frame::Sack(_));
         }
-        Ok(eliciting)
+        Ok(sum)
     }
 
-    /// Acts on the frames of an authenticated, already checked packet.
-    pub(crate) fn process_frames(&mut self, now: Instant, ctx: &mut Ctx<'_>, pn: u64, plain: &[u8]) {
+    /// Acts on the frames of an authenticated packet, checked by
+    /// [`check_frames`](Self::check_frames) into `sum`.
+    pub(crate) fn process_frames(&mut self, now: Instant, ctx: &mut Ctx<'_>, pn: u64, plain: &[u8], sum: FrameSummary) {
         // RESETs first (they fail the refused messages), then acknowledgements (the packet
-        // that carried a refused message is acknowledged too), then the rest.
-        for frame in Frames::new(plain) {
-            if let Ok(Frame::Reset { protocol_int, code, seq }) = frame {
-                self.on_reset(ctx, protocol_int, code, seq);
+        // that carried a refused message is acknowledged too), then the rest. Passes over
+        // frame kinds the packet does not carry are skipped (most data packets have none).
+        if sum.resets {
+            for frame in Frames::new(plain) {
+                if let Ok(Frame::Reset { protocol_int, code, seq }) = frame {
+                    self.on_reset(ctx, protocol_int, code, seq);
+                }
             }
         }
-        for frame in Frames::new(plain) {
-            if let Ok(Frame::Sack(sack)) = frame {
-                self.on_sack(now, ctx, &sack);
+        if sum.sacks {
+            for frame in Frames::new(plain) {
+                if let Ok(Frame::Sack(sack)) = frame {
+                    self.on_sack(now, ctx, &sack);
+                }
             }
         }
         for frame in Frames::new(plain) {
