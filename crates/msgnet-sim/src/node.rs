@@ -109,12 +109,8 @@ pub struct Node {
     pub(crate) down: bool,
     completions: HashMap<MessageId, Result<(), SendError>>,
     responses: HashMap<MessageId, Result<Bytes, SendError>>,
-    /// Generation of the armed timer (heap entries of older generations are stale).
-    pub(crate) timer_gen: u64,
-    /// The instant the armed timer fires at, if armed.
-    pub(crate) timer_at: Option<Duration>,
-    /// Consecutive timer firings that asked for a timer at or before their own instant.
-    pub(crate) spins: u32,
+    /// The endpoint's timer.
+    pub(crate) timer: TimerSlot,
     /// Hosted services, in the order they were added.
     pub(crate) services: Vec<Box<dyn Service>>,
     /// Protocol → the service that owns it.
@@ -122,10 +118,63 @@ pub struct Node {
     /// Message id of a service output → (service, token). An entry leaves when its
     /// outcome arrives; the endpoint reports exactly one outcome per id.
     svc_pending: HashMap<MessageId, (usize, u64)>,
-    /// The services' timer: generation and instant, as for the endpoint's.
-    pub(crate) svc_timer_gen: u64,
-    pub(crate) svc_timer_at: Option<Duration>,
-    pub(crate) svc_spins: u32,
+    /// The services' timer.
+    pub(crate) svc_timer: TimerSlot,
+}
+
+/// Consecutive re-arms at or before the current instant after which a timer is pushed 1 ms
+/// ahead (and counted), so a state machine that keeps asking for "now" cannot stall time.
+const SPIN_LIMIT: u32 = 16;
+
+/// One timer of a node in the simulator's event heap: the instant it is armed for and a
+/// generation (heap entries of older generations are stale).
+#[derive(Debug, Default)]
+pub(crate) struct TimerSlot {
+    gen: u64,
+    at: Option<Duration>,
+    /// Consecutive re-arms that asked for a time at or before the current instant.
+    spins: u32,
+}
+
+impl TimerSlot {
+    /// Arms the timer for `deadline` (virtual time since the epoch; `None` disarms) at
+    /// virtual time `now`. Returns the heap entry to push (instant, generation), if a new
+    /// one is needed; `spun` is incremented when a spin was broken.
+    pub(crate) fn rearm(&mut self, deadline: Option<Duration>, now: Duration, spun: &mut u64) -> Option<(Duration, u64)> {
+        let Some(mut at) = deadline else {
+            if self.at.take().is_some() {
+                self.gen += 1;
+            }
+            return None;
+        };
+        if at <= now {
+            self.spins += 1;
+            if self.spins > SPIN_LIMIT {
+                *spun += 1;
+                self.spins = 0;
+                at = now + Duration::from_millis(1);
+            }
+        } else {
+            self.spins = 0;
+        }
+        let at = at.max(now);
+        if self.at == Some(at) {
+            return None;
+        }
+        self.at = Some(at);
+        self.gen += 1;
+        Some((at, self.gen))
+    }
+
+    /// A heap entry of generation `gen` came due: whether it is the armed one (then the
+    /// timer is no longer armed).
+    pub(crate) fn fire(&mut self, gen: u64) -> bool {
+        if gen != self.gen {
+            return false;
+        }
+        self.at = None;
+        true
+    }
 }
 
 impl fmt::Debug for Node {
@@ -152,15 +201,11 @@ impl Node {
             down: false,
             completions: HashMap::new(),
             responses: HashMap::new(),
-            timer_gen: 0,
-            timer_at: None,
-            spins: 0,
+            timer: TimerSlot::default(),
             services: Vec::new(),
             svc_owner: HashMap::new(),
             svc_pending: HashMap::new(),
-            svc_timer_gen: 0,
-            svc_timer_at: None,
-            svc_spins: 0,
+            svc_timer: TimerSlot::default(),
         }
     }
 

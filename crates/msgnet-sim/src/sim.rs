@@ -32,9 +32,6 @@ pub const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
 /// Longest single `run_until` (keeps virtual instants representable).
 const MAX_RUN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// Consecutive same-instant timer requests tolerated before the timer is pushed ahead.
-const SPIN_LIMIT: u32 = 16;
-
 enum Kind {
     Deliver { from: NodeId, to: NodeId, from_addr: SocketAddr, data: Vec<u8>, digest: u64 },
     Timer { node: NodeId, gen: u64 },
@@ -456,22 +453,20 @@ impl Sim {
             Kind::Timer { node, gen } => {
                 let now = self.instant();
                 let n = &mut self.nodes[node.0];
-                if n.timer_gen != gen {
+                if !n.timer.fire(gen) {
                     return true;
                 }
                 self.steps += 1;
-                n.timer_at = None;
                 n.ep.handle_timeout(now);
                 self.after_input(node);
             }
             Kind::ServiceTimer { node, gen } => {
                 let now = self.instant();
                 let n = &mut self.nodes[node.0];
-                if n.svc_timer_gen != gen {
+                if !n.svc_timer.fire(gen) {
                     return true;
                 }
                 self.steps += 1;
-                n.svc_timer_at = None;
                 n.service_timers(now);
                 self.after_input(node);
             }
@@ -558,62 +553,19 @@ impl Sim {
         if n.services.is_empty() {
             return;
         }
-        let Some(t) = n.service_timeout() else {
-            if n.svc_timer_at.is_some() {
-                n.svc_timer_at = None;
-                n.svc_timer_gen += 1;
-            }
-            return;
-        };
-        let mut at = t.saturating_duration_since(epoch);
-        if at <= now {
-            n.svc_spins += 1;
-            if n.svc_spins > SPIN_LIMIT {
-                n.counters.service_timer_spins += 1;
-                n.svc_spins = 0;
-                at = now + Duration::from_millis(1);
-            }
-        } else {
-            n.svc_spins = 0;
+        let deadline = n.service_timeout().map(|t| t.saturating_duration_since(epoch));
+        if let Some((at, gen)) = n.svc_timer.rearm(deadline, now, &mut n.counters.service_timer_spins) {
+            self.push(at, Kind::ServiceTimer { node: id, gen });
         }
-        let at = at.max(now);
-        if n.svc_timer_at == Some(at) {
-            return;
-        }
-        n.svc_timer_at = Some(at);
-        n.svc_timer_gen += 1;
-        let gen = n.svc_timer_gen;
-        self.push(at, Kind::ServiceTimer { node: id, gen });
     }
 
     fn rearm(&mut self, id: NodeId) {
-        let now = self.now;
-        let epoch = self.epoch;
+        let (now, epoch) = (self.now, self.epoch);
         let n = &mut self.nodes[id.0];
-        let Some(t) = n.ep.poll_timeout() else {
-            n.timer_at = None;
-            n.timer_gen += 1;
-            return;
-        };
-        let mut at = t.saturating_duration_since(epoch);
-        if at <= now {
-            n.spins += 1;
-            if n.spins > SPIN_LIMIT {
-                n.counters.timer_spins += 1;
-                n.spins = 0;
-                at = now + Duration::from_millis(1);
-            }
-        } else {
-            n.spins = 0;
+        let deadline = n.ep.poll_timeout().map(|t| t.saturating_duration_since(epoch));
+        if let Some((at, gen)) = n.timer.rearm(deadline, now, &mut n.counters.timer_spins) {
+            self.push(at, Kind::Timer { node: id, gen });
         }
-        let at = at.max(now);
-        if n.timer_at == Some(at) {
-            return;
-        }
-        n.timer_at = Some(at);
-        n.timer_gen += 1;
-        let gen = n.timer_gen;
-        self.push(at, Kind::Timer { node: id, gen });
     }
 
     /// Applies `f` to the counters of the link from `from` to `to` and to the totals.
