@@ -302,9 +302,15 @@ impl Congestion {
 mod tests {
     use super::*;
 
+    /// The virtual clock's origin. `Instant` has no constructor, so the tests read the
+    /// clock once here; everything after it is `t0 + Duration` (virtual time).
+    fn t0() -> Instant {
+        Instant::now()
+    }
+
     #[test]
     fn slow_start_then_halving_then_linear() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut c = Congestion::new(1200);
         let w0 = c.window();
         c.on_sent(w0 as usize);
@@ -327,7 +333,7 @@ mod tests {
 
     #[test]
     fn an_application_limited_sender_does_not_grow_the_window() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut c = Congestion::new(1200);
         let w0 = c.window();
         // One packet at a time in flight: far below half the window.
@@ -344,7 +350,7 @@ mod tests {
 
     #[test]
     fn pacing_spreads_a_window() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut c = Congestion::new(1200);
         let srtt = Duration::from_millis(100);
         let mut sent = 0;
@@ -359,7 +365,7 @@ mod tests {
 
     /// Grows the window in slow start to at least `bytes`.
     fn grown(bytes: u64) -> Congestion {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut c = Congestion::new(1200);
         while c.window() < bytes {
             let w = c.window() as usize;
@@ -381,7 +387,7 @@ mod tests {
 
     #[test]
     fn burst_is_two_milliseconds_of_the_rate_within_bounds() {
-        let t0 = Instant::now();
+        let t0 = t0();
         // A 1,536,000-byte window at 100 ms: 19.2 MB/s; 2 ms of it, 38.4 kB, is 32 packets.
         let mut c = grown(1_200_000);
         assert_eq!(c.window(), 1_536_000);
@@ -410,7 +416,7 @@ mod tests {
                 c: Congestion::new(1200),
                 next_pn: 1,
                 in_flight: Default::default(),
-                t: Instant::now(),
+                t: t0(),
             };
             f.fill();
             f
@@ -578,7 +584,7 @@ mod tests {
 
     #[test]
     fn persistent_congestion_collapses_the_window() {
-        let t0 = Instant::now();
+        let t0 = t0();
         let mut c = grown(120_000);
         c.on_sent(24_000);
         c.on_timeout(t0 + Duration::from_millis(200));
