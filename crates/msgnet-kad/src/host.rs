@@ -663,14 +663,16 @@ struct Task {
 
 impl Task {
     async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
-        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        // Without a deadline the timer is parked an hour ahead: an elapsed `Sleep` stays
+        // ready, so it must be re-armed every turn, not only when Kademlia has a deadline.
+        let parked = || tokio::time::Instant::now() + Duration::from_secs(3600);
+        let sleep = tokio::time::sleep_until(parked());
         tokio::pin!(sleep);
         let mut closed: Option<oneshot::Sender<()>> = None;
         loop {
             self.flush();
-            if let Some(t) = self.kad.poll_timeout() {
-                sleep.as_mut().reset(tokio::time::Instant::from_std(t));
-            }
+            let deadline = self.kad.poll_timeout().map_or_else(parked, tokio::time::Instant::from_std);
+            sleep.as_mut().reset(deadline);
             let accept = self.inbound.len() < self.max_inbound;
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
