@@ -300,3 +300,74 @@ async fn sends_in_flight_when_the_listener_goes_away_are_not_lost() {
     a.close().await;
     b.close().await;
 }
+
+/// A peer that does not race: a plain rust-libp2p `Swarm` with msgnet's `Behaviour` on TCP
+/// and QUIC, which registers `/echo/1` but not the race protocol. A knows both addresses,
+/// so its first request is raced; both copies are refused as an unknown protocol, and the
+/// request then goes out once, the plain way. The peer sees exactly one request and one
+/// message, and A's later sends are not raced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_without_racing_gets_one_plain_copy() {
+    use futures::StreamExt;
+    use libp2p::swarm::SwarmEvent;
+    use libp2p::{noise, tcp, yamux};
+    use msgnet_libp2p::{Behaviour, Config, Event};
+
+    let mut plain = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .expect("tcp")
+        .with_quic()
+        .with_behaviour(|_| Behaviour::new(Config::default()))
+        .expect("behaviour")
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    assert!(plain.behaviour_mut().handle("/echo/1"));
+    plain.listen_on(ma("/ip4/127.0.0.1/tcp/0")).expect("tcp listen");
+    plain.listen_on(ma("/ip4/127.0.0.1/udp/0/quic-v1")).expect("quic listen");
+    let mut addrs = Vec::new();
+    while addrs.len() < 2 {
+        if let SwarmEvent::NewListenAddr { address, .. } = guard("plain listens", plain.select_next_some()).await {
+            addrs.push(address);
+        }
+    }
+    let peer = *plain.local_peer_id();
+    let a = host().await;
+    for addr in &addrs {
+        a.add_address(peer, addr.clone()).expect("add address");
+    }
+
+    // The plain peer answers every request and reports what it received.
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        loop {
+            if let SwarmEvent::Behaviour(Event::Message(msg)) = plain.select_next_some().await {
+                if let Some(req) = &msg.request {
+                    let mut reply = b"re: ".to_vec();
+                    reply.extend_from_slice(&msg.payload);
+                    plain.behaviour_mut().respond(req, Ok(reply.into())).expect("respond");
+                }
+                let _ = seen_tx.send((msg.protocol.to_string(), msg.payload.to_vec(), msg.request.is_some()));
+            }
+        }
+    });
+
+    let reply = guard("request", a.request(peer, "/echo/1", b"first".to_vec(), GUARD)).await.expect("answered");
+    assert_eq!(&reply[..], b"re: first");
+    let stats = a.transport_stats().await;
+    assert_eq!(stats.races, 1, "the first request was raced: {stats:?}");
+    assert_eq!(stats.raced_on(Transport::Tcp) + stats.raced_on(Transport::Quic), 2, "{stats:?}");
+    assert_eq!(a.consolidated_transport(peer).await, None, "no ACK, so nothing consolidated");
+
+    guard("send", a.send(peer, "/echo/1", b"second".to_vec())).await.expect("send succeeds");
+    let first = guard("peer saw the request", seen_rx.recv()).await.expect("driver runs");
+    assert_eq!(first, ("/echo/1".to_owned(), b"first".to_vec(), true));
+    let second = guard("peer saw the message", seen_rx.recv()).await.expect("driver runs");
+    assert_eq!(second, ("/echo/1".to_owned(), b"second".to_vec(), false));
+    if let Ok(extra) = tokio::time::timeout(Duration::from_millis(300), seen_rx.recv()).await {
+        panic!("the peer received a second copy: {extra:?}");
+    }
+    assert_eq!(a.transport_stats().await.races, 1, "no second race");
+    driver.abort();
+    a.close().await;
+}
