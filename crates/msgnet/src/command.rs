@@ -117,7 +117,7 @@ pub(crate) enum Ctl {
     ClosePeer { peer: PeerId, reply: oneshot::Sender<()> },
     /// Stop listening on `addr`; for UDP, `keep` are the UDP sockets to bind again (the
     /// other address family's).
-    RemoveListener { addr: Multiaddr, keep: Vec<SocketAddr>, reply: oneshot::Sender<Result<(), HostError>> },
+    RemoveListener { addr: Multiaddr, keep: Vec<SocketAddr>, reply: oneshot::Sender<Result<Vec<Multiaddr>, HostError>> },
     /// The transport the driver routes `peer`'s messages on after consolidation.
     Consolidated { peer: PeerId, reply: oneshot::Sender<Option<Transport>> },
     TransportStats { reply: oneshot::Sender<TransportStats> },

@@ -164,7 +164,7 @@ impl HostBuilder {
         Ok(Host {
             inner: Arc::new(Inner {
                 local_peer_id,
-                listen_addrs,
+                listen_addrs: std::sync::Mutex::new(listen_addrs),
                 cmd_tx,
                 ctl_tx,
                 registry,
@@ -199,7 +199,8 @@ pub struct Host {
 
 struct Inner {
     local_peer_id: PeerId,
-    listen_addrs: Vec<Multiaddr>,
+    /// Updated by [`Host::remove_listener`].
+    listen_addrs: std::sync::Mutex<Vec<Multiaddr>>,
     cmd_tx: mpsc::Sender<Cmd>,
     ctl_tx: mpsc::UnboundedSender<Ctl>,
     registry: Arc<Registry>,
@@ -221,7 +222,7 @@ impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Host")
             .field("peer", &self.inner.local_peer_id)
-            .field("listen_addrs", &self.inner.listen_addrs)
+            .field("listen_addrs", &self.listen_addrs())
             .finish_non_exhaustive()
     }
 }
@@ -245,9 +246,10 @@ impl Host {
     /// Every address listened on, as of [`HostBuilder::build`] (with the actual ports),
     /// without `/p2p`: the UDP socket(s) first, reported as bound (an unspecified
     /// `0.0.0.0` stays so), then the swarm's TCP and QUIC addresses as it reported them
-    /// (one per interface for an unspecified IP). Later listener changes are not tracked.
+    /// (one per interface for an unspecified IP). Addresses removed with
+    /// [`remove_listener`](Self::remove_listener) are no longer listed.
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
-        self.inner.listen_addrs.clone()
+        self.inner.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Adds an address for `peer`, optionally ending in `/p2p/<peer>`: UDP
@@ -431,21 +433,21 @@ impl Host {
     ///   connections that came in through it are closed.
     ///
     /// Sends in flight on what closes fail over to the peer's other transports where it
-    /// has some (see [`crate::network`]). [`listen_addrs`](Self::listen_addrs) still lists
-    /// the address.
+    /// has some (see [`crate::network`]). [`listen_addrs`](Self::listen_addrs) no longer
+    /// lists the address (nor, for a TCP or QUIC listener on an unspecified IP, its other
+    /// per-interface addresses).
     ///
     /// # Errors
     ///
     /// [`HostError::UnsupportedAddress`] if the host does not listen on `addr`;
     /// [`HostError::Io`] if binding the kept socket again failed; [`HostError::Closed`].
     pub async fn remove_listener(&self, addr: &Multiaddr) -> Result<(), HostError> {
-        if !self.inner.listen_addrs.contains(addr) {
+        let listening = self.listen_addrs();
+        if !listening.contains(addr) {
             return Err(HostError::UnsupportedAddress(addr.clone()));
         }
         let keep = match Transport::of(addr) {
-            Some(Transport::Udp) => self
-                .inner
-                .listen_addrs
+            Some(Transport::Udp) => listening
                 .iter()
                 .filter(|a| *a != addr)
                 .filter_map(addr::multiaddr_to_socket)
@@ -453,7 +455,10 @@ impl Host {
             _ => Vec::new(),
         };
         let addr = addr.clone();
-        self.query(|reply| Ctl::RemoveListener { addr, keep, reply }).await.unwrap_or(Err(HostError::Closed))
+        let gone = self.query(|reply| Ctl::RemoveListener { addr, keep, reply }).await.unwrap_or(Err(HostError::Closed))?;
+        let mut listening = self.inner.listen_addrs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        listening.retain(|a| !gone.contains(a));
+        Ok(())
     }
 
     /// The transport `peer`'s messages are routed on after racing consolidated it (see

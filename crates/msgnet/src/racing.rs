@@ -92,8 +92,9 @@ pub(crate) struct Racing {
     stats: TransportStats,
 }
 
-/// A UDP listener removal: the sockets to bind again, and the caller.
-type UdpRemoval = (Vec<SocketAddr>, oneshot::Sender<Result<(), HostError>>);
+/// A UDP listener removal: the sockets to bind again, the removed address, and the
+/// caller (answered with the addresses no longer listened on).
+type UdpRemoval = (Vec<SocketAddr>, Multiaddr, oneshot::Sender<Result<Vec<Multiaddr>, HostError>>);
 
 struct Race {
     peer: PeerId,
@@ -584,7 +585,7 @@ impl Driver {
         &mut self,
         addr: Multiaddr,
         keep: Vec<SocketAddr>,
-        reply: oneshot::Sender<Result<(), HostError>>,
+        reply: oneshot::Sender<Result<Vec<Multiaddr>, HostError>>,
     ) {
         match Transport::of(&addr) {
             Some(Transport::Udp) => {
@@ -593,8 +594,8 @@ impl Driver {
                     self.endpoint.close_peer(now, &peer);
                 }
                 self.racing.consolidated.retain(|_, t| *t != Transport::Udp);
-                if let Some((_, old)) = self.racing.udp_removal.replace((keep, reply)) {
-                    let _ = old.send(Ok(()));
+                if let Some((_, old_addr, old)) = self.racing.udp_removal.replace((keep, addr, reply)) {
+                    let _ = old.send(Ok(vec![old_addr]));
                 }
             }
             Some(_) => {
@@ -614,7 +615,7 @@ impl Driver {
                     debug!(connection = ?c, "closing a connection of a removed listener");
                     self.swarm.close_connection(c);
                 }
-                let _ = reply.send(Ok(()));
+                let _ = reply.send(Ok(gone));
             }
             None => {
                 let _ = reply.send(Err(HostError::UnsupportedAddress(addr)));
@@ -625,10 +626,10 @@ impl Driver {
     /// Completes a UDP listener removal after the flush that sent the CLOSEs: the UDP
     /// sockets are dropped, and those in `keep` bound again.
     pub(in crate::driver) fn finish_listener_removal(&mut self) {
-        let Some((keep, reply)) = self.racing.udp_removal.take() else { return };
+        let Some((keep, removed, reply)) = self.racing.udp_removal.take() else { return };
         self.udp = crate::driver::udp::Udp::new(Vec::new()); // drops (closes) the sockets
         let mut sockets = Vec::new();
-        let mut result = Ok(());
+        let mut result = Ok(vec![removed]);
         for addr in keep {
             match crate::driver::udp::bind(addr) {
                 Ok(s) => sockets.push(s),

@@ -239,7 +239,12 @@ async fn consolidated_listener_goes_away_and_traffic_moves() {
     receive_exactly(&mut inbox, HashSet::from([0])).await;
 
     // The chosen transport's listener goes away; later traffic moves to another one.
-    b.remove_listener(&addr_of(&b, first)).await.expect("remove listener");
+    let removed = addr_of(&b, first);
+    b.remove_listener(&removed).await.expect("remove listener");
+    assert!(!b.listen_addrs().contains(&removed), "{removed} no longer listed: {:?}", b.listen_addrs());
+    assert_eq!(b.listen_addrs().len(), 2, "the other two stay: {:?}", b.listen_addrs());
+    let err = b.remove_listener(&removed).await.expect_err("already removed");
+    assert!(matches!(err, msgnet::HostError::UnsupportedAddress(_)), "{err:?}");
     let before = a.transport_stats().await;
     traffic(&a, pb, 1..31, 10).await;
     receive_exactly(&mut inbox, (1..31).collect()).await;
