@@ -31,7 +31,7 @@ const EVENT_QUEUE: usize = 256;
 /// Longest protocol id accepted.
 const MAX_PROTOCOL_LEN: usize = 1024;
 
-/// A session event, from [`Host::events`].
+/// A session or peer event, from [`Host::events`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostEvent {
@@ -48,6 +48,19 @@ pub enum HostEvent {
         peer: PeerId,
         /// Why it ended.
         reason: String,
+    },
+    /// A peer connected over libp2p (TCP or QUIC) told us who it is (the identify
+    /// protocol). Its listen addresses are not added to the host's address book: pass the
+    /// ones to use to [`Host::add_address`].
+    Identified {
+        /// The peer.
+        peer: PeerId,
+        /// The addresses it says it listens on.
+        listen_addrs: Vec<Multiaddr>,
+        /// The protocols it supports (`/msgnet/1.0.0` if it speaks msgnet over streams).
+        protocols: Vec<String>,
+        /// Its agent version (`msgnet/…`, `rust-libp2p/…`, `js-libp2p/…`).
+        agent_version: String,
     },
 }
 

@@ -198,6 +198,15 @@ impl Driver {
             }
                 other => debug!(event = ?other, "msgnet behaviour event"),
             },
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+                debug!(peer = %peer_id, agent = %info.agent_version, "identified");
+                let _ = self.events.send(HostEvent::Identified {
+                    peer: peer_id,
+                    listen_addrs: info.listen_addrs,
+                    protocols: info.protocols.iter().map(ToString::to_string).collect(),
+                    agent_version: info.agent_version,
+                });
+            }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 let remote = endpoint.get_remote_address().clone();
                 let transport = transport_of_conn(&remote);

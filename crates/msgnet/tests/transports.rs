@@ -239,3 +239,42 @@ async fn addresses_and_listen_shapes() {
     assert!(bad.is_err());
     h.close().await;
 }
+
+/// Over a libp2p connection each host learns who the other is (identify):
+/// `HostEvent::Identified` carries the peer's listen address, `/msgnet/1.0.0` among its
+/// protocols, and msgnet's agent version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_info_is_reported() {
+    let a = host(&["/ip4/127.0.0.1/tcp/0"]).await;
+    let b = host(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).await;
+    let mut events = a.events();
+    a.add_address(b.local_peer_id(), addr_of(&b, Transport::Tcp)).expect("address");
+    let mut echo = b.handle("/echo/1").expect("handler");
+    tokio::spawn(async move {
+        while let Some(msg) = echo.recv().await {
+            let payload = msg.payload.clone();
+            let _ = msg.respond(payload);
+        }
+    });
+    guard("request", a.request(b.local_peer_id(), "/echo/1", b"hi".to_vec(), GUARD)).await.expect("answered");
+    let (listen_addrs, protocols, agent) = guard("identify", async {
+        loop {
+            match events.recv().await.expect("events open") {
+                msgnet::HostEvent::Identified { peer, listen_addrs, protocols, agent_version }
+                    if peer == b.local_peer_id() =>
+                {
+                    break (listen_addrs, protocols, agent_version)
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    for t in [Transport::Tcp, Transport::Quic] {
+        assert!(listen_addrs.contains(&addr_of(&b, t)), "{t} address of B in {listen_addrs:?}");
+    }
+    assert!(protocols.iter().any(|p| p == "/msgnet/1.0.0"), "{protocols:?}");
+    assert!(agent.starts_with("msgnet/"), "{agent}");
+    a.close().await;
+    b.close().await;
+}
