@@ -59,6 +59,8 @@ pub(crate) const RACE_MAX_PAYLOAD: usize = 64 * 1024;
 pub(crate) const SEEN_CAP: usize = 4096;
 /// How long a receiver remembers a race id.
 pub(crate) const SEEN_TTL: Duration = Duration::from_secs(120);
+/// Peers consolidated on a transport, at most (see `Driver::consolidate`).
+pub(crate) const CONSOLIDATED_CAP: usize = 4096;
 /// Delivered raced requests awaiting their handler's answer, at most.
 const ANSWERING_CAP: usize = 4096;
 
@@ -178,6 +180,28 @@ impl Driver {
         if let Some(next) = next {
             self.racing.consolidated.insert(*peer, next);
         }
+    }
+
+    /// Consolidates `peer` on `t`. The table is bounded: when full, the consolidations of
+    /// peers with no established path are forgotten first (their next message races again).
+    fn consolidate(&mut self, peer: PeerId, t: Transport) {
+        if self.racing.consolidated.len() >= CONSOLIDATED_CAP && !self.racing.consolidated.contains_key(&peer) {
+            let stale: Vec<PeerId> = self
+                .racing
+                .consolidated
+                .keys()
+                .filter(|p| self.current_transport(p).is_none())
+                .copied()
+                .collect();
+            for p in stale {
+                self.racing.consolidated.remove(&p);
+            }
+            if self.racing.consolidated.len() >= CONSOLIDATED_CAP {
+                debug!(%peer, "consolidation table full; not consolidating");
+                return;
+            }
+        }
+        self.racing.consolidated.insert(peer, t);
     }
 
     /// Forgets `peer`'s consolidation (`close_peer`: its pending sends fail, no fallback).
@@ -331,7 +355,7 @@ impl Driver {
                         }
                         if let Some(ack) = race.ack {
                             debug!(%peer, race = race_id, copy = %t, transport = %ack, "race answered");
-                            self.racing.consolidated.insert(peer, ack);
+                            self.consolidate(peer, ack);
                         }
                         if self.racing.racing_peers.get(&peer) == Some(&race_id) {
                             self.racing.racing_peers.remove(&peer);
@@ -523,7 +547,7 @@ impl Driver {
         self.racing.seen.insert(key, preferred);
         if self.racing.consolidated.get(&peer) != Some(&preferred) {
             debug!(%peer, race = copy.race_id, transport = %preferred, "consolidating");
-            self.racing.consolidated.insert(peer, preferred);
+            self.consolidate(peer, preferred);
         }
         self.book.set_failed(&peer, preferred, false);
         if previous.is_some() {
