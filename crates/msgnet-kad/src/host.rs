@@ -10,9 +10,9 @@
 //!   from [`Host::connections`] (a UDP session's or QUIC connection's remote address is the
 //!   peer's listen address; a TCP connection's is not, so TCP requesters are not learned
 //!   from their requests). In [`Mode::Client`] no handler is registered;
-//! - every [`OutboundRequest`] goes out with [`Host::request`] (one-way ADD_PROVIDER with
-//!   [`Host::send`]), after its addresses were given to the host with
-//!   [`Host::add_address`]; the response or failure goes back to
+//! - every [`OutboundRequest`](crate::OutboundRequest) goes out with [`Host::request`]
+//!   (one-way ADD_PROVIDER with [`Host::send`]), after its addresses were given to the
+//!   host with [`Host::add_address`]; the response or failure goes back to
 //!   [`Kademlia::handle_response`];
 //! - a tokio timer follows [`Kademlia::poll_timeout`] → [`Kademlia::handle_timeout`];
 //! - commands from handles start queries; each command's future resolves with the query's
@@ -36,7 +36,7 @@
 //! request on [`PROTOCOL`] (FIND_NODE of our own id) (the host does not say which protocols a peer serves, so this
 //! probe keeps client-mode nodes, which answer nothing, out of routing tables). A requester
 //! is probed only if its bucket could take it, and at most once per
-//! [`CHECK_AFTER`](crate::table::CHECK_AFTER). A peer
+//! [`CHECK_AFTER`]. A peer
 //! that asks us over TCP is learned only when we query it ourselves (its connection's
 //! address is not its listen address).
 //!
@@ -79,13 +79,14 @@ use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use libp2p_identity::PeerId;
 use msgnet::{Bytes, Host, HostError, Incoming, IncomingMessage, SendError, Transport};
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::wire::Message;
+use crate::table::CHECK_AFTER;
+use crate::wire::{Message, MessageType};
 use crate::{
-    KadConfig, KadError, KadEvent, KadStats, Kademlia, Mode, OutboundRequest, PeerInfo, QueryId,
-    QueryResult, QueryStats, Record, RequestFailure, RequestId, PROTOCOL,
+    KadConfig, KadError, KadEvent, KadStats, Kademlia, Mode, PeerInfo, QueryId, QueryResult,
+    QueryStats, Record, RequestFailure, RequestId, PROTOCOL,
 };
 
 /// Most peers whose addresses the task remembers having given to the host.
@@ -95,7 +96,7 @@ pub const ADDR_CACHE: usize = 4096;
 const MAX_PROBES: usize = 64;
 
 /// A requester is probed at most once in this long (see `Task::probe`).
-const PROBE_AGAIN: Duration = crate::table::CHECK_AFTER;
+const PROBE_AGAIN: Duration = CHECK_AFTER;
 
 /// Error code of a request the service refused (malformed, invalid, client mode).
 const REFUSED_CODE: u8 = 2;
@@ -261,21 +262,16 @@ struct Finished {
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
-enum Query {
-    Bootstrap,
-    FindNode(Vec<u8>),
-    GetValue(Vec<u8>, usize),
-    PutValue(Record, usize),
-    AddProvider(Vec<u8>),
-    GetProviders(Vec<u8>),
-}
+/// A command from a handle, run by the task.
+type Cmd = Box<dyn FnOnce(&mut Task) + Send>;
 
-enum Cmd {
-    Query(Query, Reply<Finished>),
-    AddAddress(PeerId, Multiaddr, Reply<()>),
-    Stats(oneshot::Sender<DhtStats>),
-    Table(oneshot::Sender<Vec<PeerInfo>>),
-    Close(oneshot::Sender<()>),
+/// A command waiting for its query to finish and for the host to acknowledge (or fail)
+/// the query's one-way ADD_PROVIDER messages.
+struct Waiter {
+    reply: Reply<Finished>,
+    finished: Option<(QueryResult, QueryStats)>,
+    unacked: usize,
+    acked: usize,
 }
 
 /// A Kademlia DHT node on a [`Host`]. See the module docs.
@@ -307,42 +303,32 @@ impl Dht {
         } = config;
         let local = host.local_peer_id();
         if kad.rng_seed == 0 {
-            let b = local.to_bytes();
-            let tail = &b[b.len().saturating_sub(8)..];
-            let mut seed = [0u8; 8];
-            seed[..tail.len()].copy_from_slice(tail);
+            let id = local.to_bytes();
+            let tail = id.len().saturating_sub(8);
+            let seed: [u8; 8] = id[tail..].try_into().unwrap_or_default();
             kad.rng_seed = u64::from_le_bytes(seed) | 1;
         }
         let incoming = match kad.mode {
             Mode::Server => Some(host.handle(PROTOCOL)?),
             Mode::Client => None,
         };
-        let request_timeout = kad.request_timeout;
-        let kademlia_k = kad.k;
         let mut kademlia = Kademlia::new(local, kad, Instant::now());
-        let addrs = local_addrs.unwrap_or_else(|| {
-            host.listen_addrs()
-                .into_iter()
-                .filter(|a| !is_unspecified(a))
-                .collect()
-        });
+        let listen = host.listen_addrs().into_iter();
+        let addrs = local_addrs.unwrap_or_else(|| listen.filter(|a| !is_unspecified(a)).collect());
         kademlia.set_local_addrs(addrs);
         let (tx, rx) = mpsc::channel(command_queue.max(1));
         let task = Task {
             kad: kademlia,
             host: host.clone(),
-            request_timeout,
             incoming,
             max_inbound: max_inbound.max(1),
             inbound: FuturesUnordered::new(),
             outbound: FuturesUnordered::new(),
             waiting: HashMap::new(),
-            groups: HashMap::new(),
-            next_group: 0,
             known_addrs: HashMap::new(),
             probing: HashSet::new(),
             probed: HashMap::new(),
-            k: kademlia_k,
+            closed: None,
         };
         tokio::spawn(task.run(rx));
         Ok(Dht {
@@ -369,8 +355,16 @@ impl Dht {
     ///
     /// [`DhtError::Host`] if the host refuses the address; [`DhtError::Closed`].
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), DhtError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(Cmd::AddAddress(peer, addr, reply), rx).await?
+        self.call(move |task| {
+            task.host.add_address(peer, addr.clone())?;
+            let mut bare = addr;
+            if matches!(bare.iter().last(), Some(Protocol::P2p(_))) {
+                bare.pop();
+            }
+            task.kad.add_address(peer, bare);
+            Ok(())
+        })
+        .await?
     }
 
     /// Adds a bootstrap node given as `<address>/p2p/<peer id>`; returns its peer id.
@@ -392,13 +386,12 @@ impl Dht {
     /// [`KadError::NoKnownPeers`] (as [`DhtError::Kad`]) without bootstrap addresses;
     /// [`DhtError::NotFound`] if no peer answered; [`DhtError::Closed`].
     pub async fn bootstrap(&self) -> Result<Bootstrapped, DhtError> {
-        let f = self.query(Query::Bootstrap).await?;
-        match f.result {
-            QueryResult::Bootstrapped { table_size } if f.stats.success > 0 => Ok(Bootstrapped {
-                table_size,
-                stats: f.stats,
-            }),
-            _ => Err(DhtError::NotFound { stats: f.stats }),
+        let Finished { result, stats, .. } = self.query(|kad, now| kad.bootstrap(now)).await?;
+        match result {
+            QueryResult::Bootstrapped { table_size } if stats.success > 0 => {
+                Ok(Bootstrapped { table_size, stats })
+            }
+            _ => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -408,13 +401,10 @@ impl Dht {
     ///
     /// [`DhtError::NotFound`] if no peer answered; [`DhtError::Kad`]; [`DhtError::Closed`].
     pub async fn find_node(&self, key: Vec<u8>) -> Result<FoundPeers, DhtError> {
-        let f = self.query(Query::FindNode(key)).await?;
-        match f.result {
-            QueryResult::FoundPeers(peers) if !peers.is_empty() => Ok(FoundPeers {
-                peers,
-                stats: f.stats,
-            }),
-            _ => Err(DhtError::NotFound { stats: f.stats }),
+        let Finished { result, stats, .. } = self.query(|kad, now| kad.find_node(now, key)).await?;
+        match result {
+            QueryResult::FoundPeers(peers) if !peers.is_empty() => Ok(FoundPeers { peers, stats }),
+            _ => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -426,13 +416,10 @@ impl Dht {
     ///
     /// [`DhtError::NotFound`] if the lookup did not reach the peer; as `find_node`.
     pub async fn find_peer(&self, peer: PeerId) -> Result<FoundPeer, DhtError> {
-        let found = self.find_node(peer.to_bytes()).await?;
-        match found.peers.into_iter().find(|p| p.peer == peer) {
-            Some(info) => Ok(FoundPeer {
-                peer: info,
-                stats: found.stats,
-            }),
-            None => Err(DhtError::NotFound { stats: found.stats }),
+        let FoundPeers { peers, stats } = self.find_node(peer.to_bytes()).await?;
+        match peers.into_iter().find(|p| p.peer == peer) {
+            Some(peer) => Ok(FoundPeer { peer, stats }),
+            None => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -458,17 +445,18 @@ impl Dht {
         key: Vec<u8>,
         quorum: usize,
     ) -> Result<FoundRecord, DhtError> {
-        let f = self.query(Query::GetValue(key, quorum)).await?;
-        match f.result {
+        let get = move |kad: &mut Kademlia, now| kad.get_value(now, key, quorum);
+        let Finished { result, stats, .. } = self.query(get).await?;
+        match result {
             QueryResult::FoundRecord {
                 record: Some(record),
                 quorum_met,
             } => Ok(FoundRecord {
                 record,
                 quorum_met,
-                stats: f.stats,
+                stats,
             }),
-            _ => Err(DhtError::NotFound { stats: f.stats }),
+            _ => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -494,19 +482,20 @@ impl Dht {
         quorum: usize,
     ) -> Result<PutRecord, DhtError> {
         let quorum = quorum.max(1);
-        let f = self.query(Query::PutValue(record, quorum)).await?;
-        match f.result {
-            QueryResult::PutValue { stored, .. } if stored >= quorum => Ok(PutRecord {
-                stored,
-                stats: f.stats,
-            }),
-            QueryResult::PutValue { stored, .. } => Err(DhtError::QuorumFailed {
+        let put = move |kad: &mut Kademlia, now| kad.put_value(now, record, quorum);
+        let Finished { result, stats, .. } = self.query(put).await?;
+        let stored = match result {
+            QueryResult::PutValue { stored, .. } => stored,
+            _ => 0,
+        };
+        if stored < quorum {
+            return Err(DhtError::QuorumFailed {
                 stored,
                 quorum,
-                stats: f.stats,
-            }),
-            _ => Err(DhtError::Closed),
+                stats,
+            });
         }
+        Ok(PutRecord { stored, stats })
     }
 
     /// Announces us as a provider of `key` (for a CID: [`crate::provider_key`]) to the k
@@ -519,7 +508,7 @@ impl Dht {
     /// [`DhtError::QuorumFailed`] if no peer acknowledged; [`DhtError::Kad`];
     /// [`DhtError::Closed`].
     pub async fn start_providing(&self, key: Vec<u8>) -> Result<Provided, DhtError> {
-        let f = self.query(Query::AddProvider(key)).await?;
+        let f = self.query(|kad, now| kad.add_provider(now, key)).await?;
         match f.result {
             QueryResult::AddProvider { sent } if f.acked > 0 => Ok(Provided {
                 sent,
@@ -534,29 +523,19 @@ impl Dht {
         }
     }
 
-    /// Another name for [`start_providing`](Self::start_providing) (the message is
-    /// ADD_PROVIDER).
-    ///
-    /// # Errors
-    ///
-    /// As [`start_providing`](Self::start_providing).
-    pub async fn add_provider(&self, key: Vec<u8>) -> Result<Provided, DhtError> {
-        self.start_providing(key).await
-    }
-
     /// Finds providers of `key` (for a CID: [`crate::provider_key`]).
     ///
     /// # Errors
     ///
     /// [`DhtError::NotFound`] if none was found; [`DhtError::Kad`]; [`DhtError::Closed`].
     pub async fn get_providers(&self, key: Vec<u8>) -> Result<FoundProviders, DhtError> {
-        let f = self.query(Query::GetProviders(key)).await?;
-        match f.result {
-            QueryResult::Providers(providers) if !providers.is_empty() => Ok(FoundProviders {
-                providers,
-                stats: f.stats,
-            }),
-            _ => Err(DhtError::NotFound { stats: f.stats }),
+        let get = |kad: &mut Kademlia, now| kad.get_providers(now, key);
+        let Finished { result, stats, .. } = self.query(get).await?;
+        match result {
+            QueryResult::Providers(providers) if !providers.is_empty() => {
+                Ok(FoundProviders { providers, stats })
+            }
+            _ => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -566,8 +545,13 @@ impl Dht {
     ///
     /// [`DhtError::Closed`].
     pub async fn stats(&self) -> Result<DhtStats, DhtError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(Cmd::Stats(reply), rx).await
+        self.call(|task| DhtStats {
+            table_size: task.kad.routing_table().len(),
+            active_queries: task.kad.active_queries(),
+            requests_in_flight: task.outbound.len(),
+            kad: task.kad.stats(),
+        })
+        .await
     }
 
     /// Number of peers in the routing table.
@@ -585,32 +569,68 @@ impl Dht {
     ///
     /// [`DhtError::Closed`].
     pub async fn routing_table(&self) -> Result<Vec<PeerInfo>, DhtError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(Cmd::Table(reply), rx).await
+        self.call(|task| {
+            let entries = task.kad.routing_table().iter();
+            entries
+                .map(|e| PeerInfo {
+                    peer: e.peer,
+                    addrs: e.addrs.clone(),
+                })
+                .collect()
+        })
+        .await
     }
 
     /// Stops the task (in server mode the handler is removed); waiting commands fail
     /// with [`DhtError::Closed`]. The host stays open. Resolves once the task stopped.
     pub async fn close(&self) {
-        let (reply, rx) = oneshot::channel();
-        let _ = self.call(Cmd::Close(reply), rx).await;
+        let (stopped, rx) = oneshot::channel();
+        let _ = self.call(|task| task.closed = Some(stopped)).await;
+        let _ = rx.await;
     }
 
-    async fn query(&self, q: Query) -> Result<Finished, DhtError> {
+    /// Runs `f` on the task and returns its result.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Task) -> T + Send + 'static,
+    ) -> Result<T, DhtError> {
         let (reply, rx) = oneshot::channel();
-        self.call(Cmd::Query(q, reply), rx).await?
-    }
-
-    async fn call<T>(&self, cmd: Cmd, rx: oneshot::Receiver<T>) -> Result<T, DhtError> {
+        let cmd: Cmd = Box::new(move |task| {
+            let _ = reply.send(f(task));
+        });
         self.tx.send(cmd).await.map_err(|_| DhtError::Closed)?;
         rx.await.map_err(|_| DhtError::Closed)
+    }
+
+    /// Starts a query on the task and waits for its outcome.
+    async fn query(
+        &self,
+        start: impl FnOnce(&mut Kademlia, Instant) -> Result<QueryId, KadError> + Send + 'static,
+    ) -> Result<Finished, DhtError> {
+        let (reply, rx) = oneshot::channel();
+        self.call(move |task| match start(&mut task.kad, Instant::now()) {
+            Ok(id) => {
+                let waiter = Waiter {
+                    reply,
+                    finished: None,
+                    unacked: 0,
+                    acked: 0,
+                };
+                task.waiting.insert(id, waiter);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        })
+        .await?;
+        rx.await.map_err(|_| DhtError::Closed)?
     }
 }
 
 fn is_unspecified(a: &Multiaddr) -> bool {
     a.iter().any(|p| match p {
-        multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
-        multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+        Protocol::Ip4(ip) => ip.is_unspecified(),
+        Protocol::Ip6(ip) => ip.is_unspecified(),
         _ => false,
     })
 }
@@ -628,37 +648,29 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 enum Done {
     Response(RequestId, Result<Bytes, SendError>),
-    OneWay(u64, bool),
+    /// A one-way message of a query was acknowledged (true) or failed.
+    OneWay(Option<QueryId>, bool),
     /// The probe of a requester: `Some(addrs)` if it answered (it is a server).
     Probe(PeerId, Option<Vec<Multiaddr>>),
-}
-
-/// The one-way ADD_PROVIDER sends of one key issued in one flush, and the command waiting
-/// for them.
-struct Group {
-    pending: usize,
-    acked: usize,
-    waiter: Option<(Reply<Finished>, QueryResult, QueryStats)>,
 }
 
 struct Task {
     kad: Kademlia,
     host: Host,
-    request_timeout: Duration,
     incoming: Option<Incoming>,
     max_inbound: usize,
+    /// Inbound messages waiting for their requester's addresses.
     inbound: FuturesUnordered<BoxFut<(IncomingMessage, Vec<Multiaddr>)>>,
     outbound: FuturesUnordered<BoxFut<Done>>,
-    waiting: HashMap<QueryId, (Reply<Finished>, Option<Vec<u8>>)>,
-    groups: HashMap<u64, Group>,
-    next_group: u64,
+    waiting: HashMap<QueryId, Waiter>,
+    /// Addresses given to the host (at most [`ADDR_CACHE`] peers).
     known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
     /// Requesters being probed (at most [`MAX_PROBES`]).
     probing: HashSet<PeerId>,
     /// When each requester was last probed (at most [`ADDR_CACHE`] peers).
     probed: HashMap<PeerId, Instant>,
-    /// Bucket size.
-    k: usize,
+    /// Set by [`Dht::close`]: told once the task stopped.
+    closed: Option<oneshot::Sender<()>>,
 }
 
 impl Task {
@@ -668,20 +680,17 @@ impl Task {
         let parked = || tokio::time::Instant::now() + Duration::from_secs(3600);
         let sleep = tokio::time::sleep_until(parked());
         tokio::pin!(sleep);
-        let mut closed: Option<oneshot::Sender<()>> = None;
-        loop {
+        while self.closed.is_none() {
             self.flush();
-            let deadline = self.kad.poll_timeout().map_or_else(parked, tokio::time::Instant::from_std);
-            sleep.as_mut().reset(deadline);
+            let deadline = self.kad.poll_timeout();
+            sleep
+                .as_mut()
+                .reset(deadline.map_or_else(parked, tokio::time::Instant::from_std));
             let accept = self.inbound.len() < self.max_inbound;
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
+                    Some(cmd) => cmd(&mut self),
                     None => break,
-                    Some(Cmd::Close(reply)) => {
-                        closed = Some(reply);
-                        break;
-                    }
-                    Some(cmd) => self.command(cmd),
                 },
                 msg = next_incoming(&mut self.incoming, accept) => match msg {
                     Some(msg) => self.accept(msg),
@@ -698,68 +707,10 @@ impl Task {
             }
         }
         // Dropping `incoming` removes the handler; dropping the waiters fails their calls.
+        let closed = self.closed.take();
         drop(self);
-        if let Some(reply) = closed {
-            let _ = reply.send(());
-        }
-    }
-
-    fn command(&mut self, cmd: Cmd) {
-        let now = Instant::now();
-        match cmd {
-            Cmd::Query(q, reply) => {
-                let mut key = None;
-                let started = match q {
-                    Query::Bootstrap => self.kad.bootstrap(now),
-                    Query::FindNode(k) => self.kad.find_node(now, k),
-                    Query::GetValue(k, quorum) => self.kad.get_value(now, k, quorum),
-                    Query::PutValue(r, quorum) => self.kad.put_value(now, r, quorum),
-                    Query::AddProvider(k) => {
-                        key = Some(k.clone());
-                        self.kad.add_provider(now, k)
-                    }
-                    Query::GetProviders(k) => self.kad.get_providers(now, k),
-                };
-                match started {
-                    Ok(id) => {
-                        self.waiting.insert(id, (reply, key));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
-            Cmd::AddAddress(peer, addr, reply) => {
-                let result = self.host.add_address(peer, addr.clone()).map(|()| {
-                    let mut bare = addr;
-                    if matches!(bare.iter().last(), Some(multiaddr::Protocol::P2p(_))) {
-                        bare.pop();
-                    }
-                    self.kad.add_address(peer, bare);
-                });
-                let _ = reply.send(result.map_err(DhtError::from));
-            }
-            Cmd::Stats(reply) => {
-                let _ = reply.send(DhtStats {
-                    table_size: self.kad.routing_table().len(),
-                    active_queries: self.kad.active_queries(),
-                    requests_in_flight: self.outbound.len(),
-                    kad: self.kad.stats(),
-                });
-            }
-            Cmd::Table(reply) => {
-                let peers = self
-                    .kad
-                    .routing_table()
-                    .iter()
-                    .map(|e| PeerInfo {
-                        peer: e.peer,
-                        addrs: e.addrs.clone(),
-                    })
-                    .collect();
-                let _ = reply.send(peers);
-            }
-            Cmd::Close(_) => {}
+        if let Some(stopped) = closed {
+            let _ = stopped.send(());
         }
     }
 
@@ -783,9 +734,9 @@ impl Task {
 
     /// Answers an inbound request. A requester already in the routing table is refreshed
     /// with `addrs`; an unknown one is learned only once it answered a request on
-    /// [`PROTOCOL`] (a probe: FIND_NODE of our id), so that client-mode nodes, which do not serve the
-    /// protocol, never enter the table (the host does not say which protocols a peer
-    /// serves).
+    /// [`PROTOCOL`] (a probe: FIND_NODE of our id), so that client-mode nodes, which do
+    /// not serve the protocol, never enter the table (the host does not say which
+    /// protocols a peer serves).
     fn answer(&mut self, msg: IncomingMessage, addrs: &[Multiaddr]) {
         let known = self.kad.routing_table().get(&msg.peer).is_some();
         if !known && !addrs.is_empty() {
@@ -809,24 +760,22 @@ impl Task {
     }
 
     /// Probes `peer` unless that cannot change the routing table: its bucket is full of
-    /// entries seen within [`CHECK_AFTER`](crate::table::CHECK_AFTER) (the table would
-    /// drop it), or it was probed within [`PROBE_AGAIN`]. Without these limits two nodes
-    /// whose buckets are full probe each other forever: each probe is a request from a
-    /// peer the other does not know, which it answers with a probe in turn.
+    /// entries seen within [`CHECK_AFTER`] (the table would drop it), or it was probed
+    /// within [`PROBE_AGAIN`]. Without these limits two nodes whose buckets are full probe
+    /// each other forever: each probe is a request from a peer the other does not know,
+    /// which it answers with a probe in turn.
     fn probe(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
         let now = Instant::now();
+        let recently = |t: &Instant| now < *t + PROBE_AGAIN;
         if self.probing.len() >= MAX_PROBES
             || self.probing.contains(&peer)
-            || !self.could_learn(&peer, now)
-            || self
-                .probed
-                .get(&peer)
-                .is_some_and(|t| now < *t + PROBE_AGAIN)
+            || !self.kad.routing_table().could_insert(&peer, now)
+            || self.probed.get(&peer).is_some_and(recently)
         {
             return;
         }
         if self.probed.len() >= ADDR_CACHE && !self.probed.contains_key(&peer) {
-            self.probed.retain(|_, t| now < *t + PROBE_AGAIN);
+            self.probed.retain(|_, t| recently(t));
             if self.probed.len() >= ADDR_CACHE {
                 self.probed.clear();
             }
@@ -836,44 +785,25 @@ impl Task {
         // FIND_NODE of our own id, as Kademlia's liveness checks do: every implementation
         // answers it (not all answer PING).
         let ping = Message {
-            ty: crate::wire::MessageType::FIND_NODE,
+            ty: MessageType::FIND_NODE,
             key: self.kad.local_peer_id().to_bytes(),
             ..Message::default()
         }
         .encode();
         let host = self.host.clone();
-        let timeout = self.request_timeout;
+        let timeout = self.kad.config.request_timeout;
         self.outbound.push(Box::pin(async move {
             let ok = host.request(peer, PROTOCOL, ping, timeout).await.is_ok();
             Done::Probe(peer, ok.then_some(addrs))
         }));
     }
 
-    /// Whether the routing table could take `peer` now: its bucket has room or its
-    /// oldest entry is due for a liveness check (as [`crate::table::RoutingTable::insert`]
-    /// decides).
-    fn could_learn(&self, peer: &PeerId, now: Instant) -> bool {
-        let table = self.kad.routing_table();
-        let Some(b) = table.bucket_index(&crate::key::KeyHash::of_peer(peer)) else {
-            return false;
-        };
-        let bucket = table.bucket(b);
-        bucket.len() < self.k
-            || bucket
-                .iter()
-                .map(|e| e.last_seen)
-                .min()
-                .is_some_and(|oldest| now >= oldest + crate::table::CHECK_AFTER)
-    }
-
     fn done(&mut self, done: Done) {
         match done {
             Done::Probe(peer, answered) => {
                 self.probing.remove(&peer);
-                if let Some(addrs) = answered {
-                    for a in addrs {
-                        self.kad.add_address(peer, a);
-                    }
+                for a in answered.into_iter().flatten() {
+                    self.kad.add_address(peer, a);
                 }
             }
             Done::Response(id, result) => {
@@ -883,25 +813,36 @@ impl Task {
                 };
                 self.kad.handle_response(Instant::now(), id, result);
             }
-            Done::OneWay(g, ok) => {
-                let Some(group) = self.groups.get_mut(&g) else {
-                    return;
-                };
-                group.pending -= 1;
-                group.acked += usize::from(ok);
-                if group.pending == 0 {
-                    if let Some(group) = self.groups.remove(&g) {
-                        if let Some((reply, result, stats)) = group.waiter {
-                            let acked = group.acked;
-                            let _ = reply.send(Ok(Finished {
-                                result,
-                                stats,
-                                acked,
-                            }));
-                        }
-                    }
+            Done::OneWay(Some(id), ok) => {
+                if let Some(w) = self.waiting.get_mut(&id) {
+                    w.unacked -= 1;
+                    w.acked += usize::from(ok);
+                    self.reply(id);
                 }
             }
+            Done::OneWay(None, _) => {}
+        }
+    }
+
+    /// Answers the command waiting for query `id` once the query finished and the host
+    /// acknowledged or failed all its one-way messages.
+    fn reply(&mut self, id: QueryId) {
+        let ready = |w: &Waiter| w.finished.is_some() && w.unacked == 0;
+        if !self.waiting.get(&id).is_some_and(ready) {
+            return;
+        }
+        if let Some(Waiter {
+            reply,
+            finished: Some((result, stats)),
+            acked,
+            ..
+        }) = self.waiting.remove(&id)
+        {
+            let _ = reply.send(Ok(Finished {
+                result,
+                stats,
+                acked,
+            }));
         }
     }
 
@@ -921,68 +862,33 @@ impl Task {
 
     /// Sends Kademlia's requests, hands finished queries to their commands.
     fn flush(&mut self) {
-        // Key of the one-way announcements → their group, for this flush only.
-        let mut flush_groups: HashMap<Vec<u8>, u64> = HashMap::new();
         while let Some(req) = self.kad.poll_request() {
-            let OutboundRequest {
-                id,
-                peer,
-                addrs,
-                bytes,
-                expects_response,
-            } = req;
-            self.tell_host(peer, &addrs);
-            if expects_response {
-                let host = self.host.clone();
-                let timeout = self.request_timeout;
+            self.tell_host(req.peer, &req.addrs);
+            let (host, peer, id) = (self.host.clone(), req.peer, req.id);
+            let timeout = self.kad.config.request_timeout;
+            if req.expects_response {
                 self.outbound.push(Box::pin(async move {
-                    let r = host.request(peer, PROTOCOL, bytes, timeout).await;
+                    let r = host.request(peer, PROTOCOL, req.bytes, timeout).await;
                     Done::Response(id, r)
                 }));
-            } else {
-                let key = Message::decode(&bytes).map(|m| m.key).unwrap_or_default();
-                let g = *flush_groups.entry(key).or_insert_with(|| {
-                    self.next_group += 1;
-                    self.next_group
-                });
-                let group = self.groups.entry(g).or_insert(Group {
-                    pending: 0,
-                    acked: 0,
-                    waiter: None,
-                });
-                group.pending += 1;
-                // The message is handed to the host now; the future waits for the ack.
-                let send = self.host.send(peer, PROTOCOL, bytes);
-                let timeout = self.request_timeout;
-                self.outbound.push(Box::pin(async move {
-                    let ok = matches!(tokio::time::timeout(timeout, send).await, Ok(Ok(())));
-                    Done::OneWay(g, ok)
-                }));
+                continue;
             }
+            if let Some(w) = req.query.and_then(|q| self.waiting.get_mut(&q)) {
+                w.unacked += 1;
+            }
+            // The message is handed to the host now; the future waits for the ack.
+            let send = host.send(peer, PROTOCOL, req.bytes);
+            self.outbound.push(Box::pin(async move {
+                let ok = matches!(tokio::time::timeout(timeout, send).await, Ok(Ok(())));
+                Done::OneWay(req.query, ok)
+            }));
         }
         while let Some(ev) = self.kad.poll_event() {
-            let KadEvent::QueryFinished { id, result, stats } = ev else {
-                continue;
-            };
-            let Some((reply, key)) = self.waiting.remove(&id) else {
-                continue;
-            };
-            let group = key.and_then(|k| flush_groups.get(&k).copied());
-            match group.and_then(|g| self.groups.get_mut(&g)) {
-                Some(group) => group.waiter = Some((reply, result, stats)),
-                None => {
-                    let _ = reply.send(Ok(Finished {
-                        result,
-                        stats,
-                        acked: 0,
-                    }));
+            if let KadEvent::QueryFinished { id, result, stats } = ev {
+                if let Some(w) = self.waiting.get_mut(&id) {
+                    w.finished = Some((result, stats));
+                    self.reply(id);
                 }
-            }
-        }
-        // Groups nobody waits for (republishing) are not tracked.
-        for g in flush_groups.values() {
-            if self.groups.get(g).is_some_and(|g| g.waiter.is_none()) {
-                self.groups.remove(g);
             }
         }
     }
@@ -993,79 +899,5 @@ async fn next_incoming(incoming: &mut Option<Incoming>, accept: bool) -> Option<
     match incoming.as_mut() {
         Some(i) if accept => i.recv().await,
         _ => std::future::pending().await,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use msgnet::Keypair;
-
-    fn keypair(i: u8) -> Keypair {
-        #[allow(clippy::unwrap_used)] // any 32 bytes are an ed25519 secret key
-        Keypair::ed25519_from_bytes([i.wrapping_mul(37).wrapping_add(11); 32]).unwrap()
-    }
-
-    /// Messages delivered to the handlers of `hosts`, summed.
-    async fn delivered(hosts: &[Host]) -> u64 {
-        let mut n = 0;
-        for h in hosts {
-            n += h.stats().await.messages_delivered;
-        }
-        n
-    }
-
-    /// With k = 1 most buckets are full, so most requesters cannot enter the table. Once
-    /// the network is built and no query runs, the nodes must fall silent: requesters
-    /// that cannot be learned are not probed, and none twice in a row (before the fix,
-    /// two such nodes probed each other forever, thousands of messages a second).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn full_buckets_do_not_make_nodes_probe_each_other_forever() {
-        const N: u8 = 10;
-        let config = DhtConfig {
-            kad: KadConfig {
-                k: 1,
-                refresh_interval: None,
-                ..KadConfig::default()
-            },
-            ..DhtConfig::default()
-        };
-        let mut hosts = Vec::new();
-        let mut dhts = Vec::new();
-        for i in 0..N {
-            let host = Host::builder(keypair(i))
-                .listen("/ip4/127.0.0.1/udp/0".parse().expect("address"))
-                .build()
-                .await
-                .expect("host");
-            dhts.push(Dht::new(&host, config.clone()).expect("dht"));
-            hosts.push(host);
-        }
-        let (id0, addr0) = (hosts[0].local_peer_id(), hosts[0].listen_addrs()[0].clone());
-        for d in &dhts[1..] {
-            d.add_address(id0, addr0.clone())
-                .await
-                .expect("add address");
-            d.bootstrap().await.expect("bootstrap");
-        }
-        for d in &dhts {
-            // Node 0 may learn nobody it can keep; a failed round is fine here.
-            let _ = d.bootstrap().await;
-        }
-        // Let the answers to the last requests (and their probes) settle.
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let before = delivered(&hosts).await;
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let idle = delivered(&hosts).await - before;
-        assert!(
-            idle <= 2 * u64::from(N),
-            "{idle} messages delivered in 3 idle seconds"
-        );
-        for d in &dhts {
-            d.close().await;
-        }
-        for h in &hosts {
-            h.close().await;
-        }
     }
 }

@@ -9,13 +9,15 @@
 //! no candidates are left. After `parallelism` responses in a row without progress (no new
 //! closest peer) the iterator is *stalled* and widens its parallelism to `num_results`.
 //!
-//! [`DisjointPeersIter`] runs `d` such iterators over disjoint peer sets (S/Kademlia): the
-//! initial peers are dealt round-robin, and a peer claimed by one path is never queried by
-//! another. With `d = 1` it is a plain lookup. Neither type does I/O or reads a clock.
+//! [`ClosestPeersIter::disjoint`] runs `d` such lookups over disjoint peer sets
+//! (S/Kademlia): every candidate belongs to one path, the initial peers dealt round-robin
+//! and every later one to the path of the peer that named it first, so no peer is queried
+//! by two paths. Each path keeps its own parallelism and ends on its own; `next` takes the
+//! paths in turn. With `d = 1` it is a plain lookup. No I/O, no clock.
 
 use crate::key::{Distance, KeyHash};
 use libp2p_identity::PeerId;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 /// Iterator parameters.
@@ -47,8 +49,6 @@ enum PeerState {
     Unresponsive,
     Failed,
     Succeeded,
-    /// Claimed by another disjoint path.
-    Skipped,
 }
 
 #[derive(Clone, Debug)]
@@ -56,6 +56,8 @@ struct IterPeer {
     peer: PeerId,
     state: PeerState,
     hop: u32,
+    /// The disjoint path the peer belongs to.
+    path: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,14 +67,22 @@ enum State {
     Finished,
 }
 
-/// A lookup of the peers closest to a target.
+/// One disjoint path's progress.
+#[derive(Clone, Debug)]
+struct Path {
+    state: State,
+    num_waiting: usize,
+}
+
+/// A lookup of the peers closest to a target, over one or more disjoint paths.
 #[derive(Clone, Debug)]
 pub struct ClosestPeersIter {
     target: KeyHash,
     config: IterConfig,
     peers: BTreeMap<Distance, IterPeer>,
-    state: State,
-    num_waiting: usize,
+    paths: Vec<Path>,
+    /// The path `next` asks first.
+    turn: usize,
     rounds: u32,
 }
 
@@ -83,24 +93,42 @@ impl ClosestPeersIter {
         known: impl IntoIterator<Item = PeerId>,
         config: IterConfig,
     ) -> Self {
+        Self::disjoint(target, known, config, 1)
+    }
+
+    /// `paths` disjoint lookups (at least 1) of `target`, each with `config`, starting from
+    /// the `num_results * paths` closest of `known`.
+    pub fn disjoint(
+        target: KeyHash,
+        known: impl IntoIterator<Item = PeerId>,
+        config: IterConfig,
+        paths: usize,
+    ) -> Self {
         let config = IterConfig {
             parallelism: config.parallelism.max(1),
             num_results: config.num_results.max(1),
             ..config
         };
+        let path = Path {
+            state: State::Iterating { no_progress: 0 },
+            num_waiting: 0,
+        };
         let mut it = ClosestPeersIter {
             target,
             config,
             peers: BTreeMap::new(),
-            state: State::Iterating { no_progress: 0 },
-            num_waiting: 0,
+            paths: vec![path; paths.max(1)],
+            turn: 0,
             rounds: 0,
         };
         for p in known {
-            it.insert(p, 1);
+            it.insert(p, 1, 0);
         }
-        while it.peers.len() > it.config.num_results {
+        while it.peers.len() > config.num_results * it.paths.len() {
             it.peers.pop_last();
+        }
+        for (i, p) in it.peers.values_mut().enumerate() {
+            p.path = i % paths.max(1);
         }
         it
     }
@@ -110,70 +138,71 @@ impl ClosestPeersIter {
         &self.target
     }
 
-    /// Adds a candidate; returns its distance if it was new.
-    fn insert(&mut self, peer: PeerId, hop: u32) -> Option<Distance> {
+    /// Adds a candidate to `path`; returns its distance if it was new.
+    fn insert(&mut self, peer: PeerId, hop: u32, path: usize) -> Option<Distance> {
         let d = KeyHash::of_peer(&peer).distance(&self.target);
         if self.peers.contains_key(&d) {
             return None;
         }
+        let state = PeerState::NotContacted;
         self.peers.insert(
             d,
             IterPeer {
                 peer,
-                state: PeerState::NotContacted,
+                state,
                 hop,
+                path,
             },
         );
         // Bound memory: forget the farthest candidates never contacted.
-        let cap = self.config.num_results * 8;
+        let cap = self.config.num_results * 8 * self.paths.len();
         while self.peers.len() > cap {
-            let Some((&far, p)) = self.peers.iter().next_back() else {
-                break;
-            };
-            if p.state != PeerState::NotContacted {
-                break;
+            match self.peers.last_key_value() {
+                Some((&far, p)) if p.state == PeerState::NotContacted => {
+                    self.peers.remove(&far);
+                }
+                _ => break,
             }
-            self.peers.remove(&far);
         }
         Some(d)
     }
 
-    fn find(&mut self, peer: &PeerId) -> Option<&mut IterPeer> {
+    /// Ends the request to `peer` with `outcome` if it was in flight (or timed out);
+    /// returns the peer's hop count and path.
+    fn settle(&mut self, peer: &PeerId, outcome: PeerState) -> Option<(u32, usize)> {
         let d = KeyHash::of_peer(peer).distance(&self.target);
-        self.peers.get_mut(&d).filter(|p| p.peer == *peer)
+        let p = self.peers.get_mut(&d).filter(|p| p.peer == *peer)?;
+        let path = &mut self.paths[p.path];
+        match p.state {
+            _ if path.state == State::Finished => return None,
+            PeerState::Waiting(_) => path.num_waiting -= 1,
+            PeerState::Unresponsive => {}
+            _ => return None,
+        }
+        p.state = outcome;
+        Some((p.hop, p.path))
     }
 
     /// The peer answered, naming `closer` peers. Returns false if the peer was not being
     /// waited for (unknown, already failed or succeeded), in which case nothing changes.
     pub fn on_success(&mut self, peer: &PeerId, closer: impl IntoIterator<Item = PeerId>) -> bool {
-        if self.state == State::Finished {
-            return false;
-        }
-        let Some(p) = self.find(peer) else {
+        let Some((hop, path)) = self.settle(peer, PeerState::Succeeded) else {
             return false;
         };
-        let hop = p.hop;
-        match p.state {
-            PeerState::Waiting(_) => {
-                p.state = PeerState::Succeeded;
-                self.num_waiting -= 1;
-            }
-            PeerState::Unresponsive => p.state = PeerState::Succeeded,
-            _ => return false,
-        }
         let mut progress = false;
         for c in closer {
-            if let Some(d) = self.insert(c, hop + 1) {
-                progress |= self.peers.keys().next() == Some(&d);
+            if let Some(d) = self.insert(c, hop + 1, path) {
+                // Progress: the new peer is the closest of its path.
+                progress |= !self.peers.range(..d).any(|(_, p)| p.path == path);
             }
         }
-        self.state = match self.state {
+        let parallelism = self.config.parallelism;
+        let state = &mut self.paths[path].state;
+        *state = match *state {
             State::Iterating { .. } | State::Stalled if progress => {
                 State::Iterating { no_progress: 0 }
             }
-            State::Iterating { no_progress } if no_progress + 1 >= self.config.parallelism => {
-                State::Stalled
-            }
+            State::Iterating { no_progress } if no_progress + 1 >= parallelism => State::Stalled,
             State::Iterating { no_progress } => State::Iterating {
                 no_progress: no_progress + 1,
             },
@@ -184,84 +213,77 @@ impl ClosestPeersIter {
 
     /// The request to `peer` failed. Returns false if it was not in flight.
     pub fn on_failure(&mut self, peer: &PeerId) -> bool {
-        if self.state == State::Finished {
-            return false;
-        }
-        let Some(p) = self.find(peer) else {
-            return false;
-        };
-        match p.state {
-            PeerState::Waiting(_) => {
-                p.state = PeerState::Failed;
-                self.num_waiting -= 1;
-            }
-            PeerState::Unresponsive => p.state = PeerState::Failed,
-            _ => return false,
-        }
-        true
+        self.settle(peer, PeerState::Failed).is_some()
     }
 
-    /// Withdraws a peer just returned by `next` without querying it (disjoint paths).
-    pub fn skip(&mut self, peer: &PeerId) {
-        if let Some(p) = self.find(peer) {
-            if let PeerState::Waiting(_) = p.state {
-                p.state = PeerState::Skipped;
-                self.num_waiting -= 1;
-            }
-        }
-    }
-
-    /// The next step of the lookup at time `now`.
+    /// The next step of the lookup at time `now`: the next peer to query, taking the
+    /// paths in turn.
     pub fn next(&mut self, now: Instant) -> Next {
-        if self.state == State::Finished {
+        let n = self.paths.len();
+        let mut waiting = false;
+        for t in 0..n {
+            let i = (self.turn + t) % n;
+            match self.next_on(i, now) {
+                Next::Query(p) => {
+                    self.turn = i + 1;
+                    return Next::Query(p);
+                }
+                Next::Waiting => waiting = true,
+                Next::Finished => {}
+            }
+        }
+        if waiting {
+            Next::Waiting
+        } else {
+            Next::Finished
+        }
+    }
+
+    /// The next step of path `i`.
+    fn next_on(&mut self, i: usize, now: Instant) -> Next {
+        let path = &mut self.paths[i];
+        if path.state == State::Finished {
             return Next::Finished;
         }
         // Count successes from the closest peer outwards while no closer peer is pending.
         let mut results = Some(0usize);
         let num_results = self.config.num_results;
-        let timeout = self.config.peer_timeout;
-        let cap = match self.state {
+        let cap = match path.state {
             State::Stalled => num_results.max(self.config.parallelism),
             _ => self.config.parallelism,
         };
-        for p in self.peers.values_mut() {
-            let at_capacity = self.num_waiting >= cap;
+        for p in self.peers.values_mut().filter(|p| p.path == i) {
+            let at_capacity = path.num_waiting >= cap;
             match p.state {
                 PeerState::Waiting(deadline) if now >= deadline => {
                     p.state = PeerState::Unresponsive;
-                    self.num_waiting -= 1;
+                    path.num_waiting -= 1;
                 }
-                PeerState::Waiting(_) => {
-                    if at_capacity {
-                        return Next::Waiting;
-                    }
-                    results = None;
-                }
+                PeerState::Waiting(_) if at_capacity => return Next::Waiting,
+                PeerState::Waiting(_) => results = None,
                 PeerState::Succeeded => {
                     if let Some(n) = results.as_mut() {
                         *n += 1;
                         if *n >= num_results {
-                            self.state = State::Finished;
+                            path.state = State::Finished;
                             return Next::Finished;
                         }
                     }
                 }
+                PeerState::NotContacted if at_capacity => return Next::Waiting,
                 PeerState::NotContacted => {
-                    if at_capacity {
-                        return Next::Waiting;
-                    }
-                    p.state = PeerState::Waiting(now + timeout);
-                    self.num_waiting += 1;
+                    p.state = PeerState::Waiting(now + self.config.peer_timeout);
+                    path.num_waiting += 1;
                     self.rounds = self.rounds.max(p.hop);
                     return Next::Query(p.peer);
                 }
-                PeerState::Unresponsive | PeerState::Failed | PeerState::Skipped => {}
+                PeerState::Unresponsive | PeerState::Failed => {}
             }
         }
-        if self.num_waiting > 0 {
+        if path.num_waiting > 0 {
             Next::Waiting
         } else {
-            self.state = State::Finished;
+            path.state = State::Finished;
             Next::Finished
         }
     }
@@ -277,14 +299,11 @@ impl ClosestPeersIter {
             .min()
     }
 
-    /// True once [`Self::next`] has returned [`Next::Finished`] (or [`Self::finish`] was called).
-    pub fn is_finished(&self) -> bool {
-        self.state == State::Finished
-    }
-
     /// Ends the lookup early (e.g. a record quorum was reached).
     pub fn finish(&mut self) {
-        self.state = State::Finished;
+        for path in &mut self.paths {
+            path.state = State::Finished;
+        }
     }
 
     /// Rounds so far: the largest hop count of a queried peer (initial peers are hop 1,
@@ -293,150 +312,13 @@ impl ClosestPeersIter {
         self.rounds
     }
 
-    /// The closest peers that answered, closest first, at most `num_results`.
+    /// The closest peers that answered on any path, closest first, at most `num_results`.
     pub fn result(&self) -> Vec<(Distance, PeerId)> {
         self.peers
             .iter()
             .filter(|(_, p)| p.state == PeerState::Succeeded)
             .take(self.config.num_results)
             .map(|(d, p)| (*d, p.peer))
-            .collect()
-    }
-}
-
-/// `d` lookups of one target over disjoint peer sets.
-#[derive(Clone, Debug)]
-pub struct DisjointPeersIter {
-    paths: Vec<ClosestPeersIter>,
-    owner: HashMap<PeerId, usize>,
-    turn: usize,
-    num_results: usize,
-}
-
-impl DisjointPeersIter {
-    /// `paths` disjoint lookups (at least 1) of `target`, each with `config`.
-    pub fn new(
-        target: KeyHash,
-        known: impl IntoIterator<Item = PeerId>,
-        config: IterConfig,
-        paths: usize,
-    ) -> Self {
-        let d = paths.max(1);
-        let mut known: Vec<(Distance, PeerId)> = known
-            .into_iter()
-            .map(|p| (KeyHash::of_peer(&p).distance(&target), p))
-            .collect();
-        known.sort_unstable_by_key(|(d, _)| *d);
-        known.dedup_by_key(|(d, _)| *d);
-        known.truncate(config.num_results.max(1) * d);
-        let mut owner = HashMap::new();
-        let mut sets = vec![Vec::new(); d];
-        for (i, (_, p)) in known.into_iter().enumerate() {
-            owner.insert(p, i % d);
-            sets[i % d].push(p);
-        }
-        let paths = sets
-            .into_iter()
-            .map(|s| ClosestPeersIter::new(target, s, config))
-            .collect();
-        DisjointPeersIter {
-            paths,
-            owner,
-            turn: 0,
-            num_results: config.num_results.max(1),
-        }
-    }
-
-    /// The next peer to query, in turn across paths.
-    pub fn next(&mut self, now: Instant) -> Next {
-        let d = self.paths.len();
-        let mut all_finished = true;
-        for t in 0..d {
-            let i = (self.turn + t) % d;
-            loop {
-                match self.paths[i].next(now) {
-                    Next::Query(p) if d == 1 => return Next::Query(p),
-                    Next::Query(p) => match self.owner.get(&p) {
-                        Some(&j) if j != i => self.paths[i].skip(&p),
-                        _ => {
-                            self.owner.insert(p, i);
-                            self.turn = i + 1;
-                            return Next::Query(p);
-                        }
-                    },
-                    Next::Waiting => {
-                        all_finished = false;
-                        break;
-                    }
-                    Next::Finished => break,
-                }
-            }
-        }
-        if all_finished {
-            Next::Finished
-        } else {
-            Next::Waiting
-        }
-    }
-
-    fn path_of(&mut self, peer: &PeerId) -> Option<&mut ClosestPeersIter> {
-        if self.paths.len() == 1 {
-            return self.paths.first_mut();
-        }
-        let i = *self.owner.get(peer)?;
-        self.paths.get_mut(i)
-    }
-
-    /// Reports a response of `peer` naming `closer` peers.
-    pub fn on_success(&mut self, peer: &PeerId, closer: impl IntoIterator<Item = PeerId>) -> bool {
-        self.path_of(peer)
-            .is_some_and(|p| p.on_success(peer, closer))
-    }
-
-    /// Reports a failed request to `peer`.
-    pub fn on_failure(&mut self, peer: &PeerId) -> bool {
-        self.path_of(peer).is_some_and(|p| p.on_failure(peer))
-    }
-
-    /// Ends all paths.
-    pub fn finish(&mut self) {
-        self.paths.iter_mut().for_each(ClosestPeersIter::finish);
-    }
-
-    /// True when every path has finished.
-    pub fn is_finished(&self) -> bool {
-        self.paths.iter().all(ClosestPeersIter::is_finished)
-    }
-
-    /// Largest round count of any path.
-    pub fn rounds(&self) -> u32 {
-        self.paths
-            .iter()
-            .map(ClosestPeersIter::rounds)
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Earliest per-peer timeout of any path.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.paths
-            .iter()
-            .filter_map(ClosestPeersIter::next_deadline)
-            .min()
-    }
-
-    /// The `num_results` closest peers that answered on any path, closest first.
-    pub fn result(&self) -> Vec<PeerId> {
-        let mut all: Vec<(Distance, PeerId)> = self
-            .paths
-            .iter()
-            .flat_map(ClosestPeersIter::result)
-            .collect();
-        all.sort_unstable_by_key(|(d, _)| *d);
-        all.dedup_by_key(|(d, _)| *d);
-        all.into_iter()
-            .take(self.num_results)
-            .map(|(_, p)| p)
             .collect()
     }
 }

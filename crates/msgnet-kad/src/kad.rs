@@ -1,53 +1,109 @@
-//! The Kademlia state machine: state, commands, hints, timers and outputs.
+//! The Kademlia state machine: state, commands, queries, timers and outputs.
 //!
 //! Owns the routing table, the stores, the running queries and the request bookkeeping.
-//! How queries run and consume responses is in `query.rs`; answering requests (the
-//! server side) in `server.rs`.
+//! Each query wraps a [`ClosestPeersIter`]; PUT_VALUE and ADD_PROVIDER queries add a
+//! second phase that sends the record (or provider announcement) to the k closest peers
+//! the lookup found; bootstrap chains an own-id lookup and one lookup per stale bucket.
+//! Queries advance eagerly whenever an input touches them, pushing requests into the
+//! outbound queue, at most α (or k when stalled) per query plus the k stores of the
+//! second phase. Answering requests (the server side) is in `server.rs`.
 
-use crate::iter::{DisjointPeersIter, IterConfig};
-use crate::key::KeyHash;
-use crate::query::{Kind, Query, REQUEST_CLUSTER_LEVEL};
-use crate::record::{PeerInfo, ProviderStore, Record, RecordStore};
+use crate::iter::{ClosestPeersIter, IterConfig, Next};
+use crate::key::{random_peer_with_cpl, KeyHash, MAX_REFRESH_CPL};
+use crate::record::{wire_peer, PeerInfo, ProviderStore, Record, RecordStore};
 use crate::table::{InsertResult, RoutingTable, MAX_ADDRS};
-use crate::wire::{Message, MessageType, WirePeer};
+use crate::wire::{Message, MessageType};
 use crate::{
-    KadConfig, KadError, KadEvent, KadStats, OutboundRequest, QueryId, QueryStats, RequestFailure,
-    RequestId,
+    KadConfig, KadError, KadEvent, KadStats, OutboundRequest, QueryId, QueryResult, QueryStats,
+    RequestFailure, RequestId,
 };
 use libp2p_identity::PeerId;
-use multiaddr::{Multiaddr, Protocol};
+use multiaddr::Multiaddr;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// rust-libp2p's `clusterLevelRaw` in requests.
+const REQUEST_CLUSTER_LEVEL: i32 = 10;
+
+/// How often expired records and providers are dropped.
+const EXPIRE_EVERY: Duration = Duration::from_secs(60);
+
+/// A request as rust-libp2p sends it.
+fn request(ty: MessageType, key: Vec<u8>) -> Message {
+    Message {
+        ty,
+        cluster_level_raw: REQUEST_CLUSTER_LEVEL,
+        key,
+        ..Message::default()
+    }
+}
+
+/// What an outbound request is for.
 #[derive(Clone, Copy)]
-pub(crate) enum Purpose {
+enum Purpose {
     Lookup(QueryId),
     Store(QueryId),
     Liveness,
 }
 
-pub(crate) struct Pending {
-    pub(crate) peer: PeerId,
-    pub(crate) addrs: Vec<Multiaddr>,
-    pub(crate) deadline: Instant,
-    pub(crate) purpose: Purpose,
+/// An outbound request waiting for its response.
+struct Pending {
+    peer: PeerId,
+    addrs: Vec<Multiaddr>,
+    deadline: Instant,
+    purpose: Purpose,
 }
 
-enum Job {
-    Refresh,
-    Put(Record),
-    Provide(Vec<u8>),
+enum Kind {
+    FindNode,
+    /// Own-id lookup, then one lookup per stale bucket; `plan` is `None` until planned.
+    /// Buckets refreshed at or before `stale_before` are refreshed (`None`: none).
+    Bootstrap {
+        plan: Option<VecDeque<PeerId>>,
+        stale_before: Option<Instant>,
+    },
+    GetValue {
+        quorum: usize,
+        found: Vec<Record>,
+    },
+    GetProviders {
+        found: Vec<PeerInfo>,
+    },
+    PutValue {
+        record: Record,
+        quorum: usize,
+    },
+    AddProvider,
 }
 
-/// Periodic work, each `None` when disabled.
-struct Timers {
-    refresh: Option<Instant>,
-    republish: Option<Instant>,
-    replicate: Option<Instant>,
-    provide: Option<Instant>,
-    expire: Instant,
+struct Query {
+    kind: Kind,
+    key: Vec<u8>,
+    iter: ClosestPeersIter,
+    /// Addresses the lookup learned from responses (bounded).
+    addrs: HashMap<PeerId, Vec<Multiaddr>>,
+    /// PUT_VALUE / ADD_PROVIDER after the lookup: stores in flight to the closest peers
+    /// found (`None` while looking up).
+    storing: Option<usize>,
+    /// Peers that acknowledged a store (ADD_PROVIDER, which has no response: were sent one).
+    stored: usize,
+    stats: QueryStats,
+    started: Instant,
+    /// Started by a periodic job: no event when it finishes.
+    internal: bool,
+}
+
+/// The intervals of the periodic jobs: bucket refresh, record republishing, record
+/// replication and provider republishing (`None`: disabled).
+fn intervals(config: &KadConfig) -> [Option<Duration>; 4] {
+    [
+        config.refresh_interval,
+        config.record_republish_interval,
+        config.record_replication_interval,
+        config.provider_republish_interval,
+    ]
 }
 
 /// A Kademlia node as a sans-IO state machine. See the crate docs for the call order.
@@ -55,63 +111,37 @@ pub struct Kademlia {
     pub(crate) local: PeerId,
     pub(crate) local_addrs: Vec<Multiaddr>,
     pub(crate) config: KadConfig,
-    pub(crate) rng: ChaCha20Rng,
+    rng: ChaCha20Rng,
     pub(crate) table: RoutingTable,
     pub(crate) records: RecordStore,
     pub(crate) providers: ProviderStore,
-    pub(crate) provided: BTreeSet<Vec<u8>>,
-    pub(crate) queries: BTreeMap<QueryId, Query>,
-    pub(crate) next_query: u64,
-    pub(crate) pending: BTreeMap<RequestId, Pending>,
-    pub(crate) next_request: u64,
-    pub(crate) outbound: VecDeque<OutboundRequest>,
-    pub(crate) events: VecDeque<KadEvent>,
-    jobs: VecDeque<Job>,
-    timers: Timers,
+    provided: BTreeSet<Vec<u8>>,
+    queries: BTreeMap<QueryId, Query>,
+    next_query: u64,
+    pending: BTreeMap<RequestId, Pending>,
+    next_request: u64,
+    outbound: VecDeque<OutboundRequest>,
+    events: VecDeque<KadEvent>,
+    /// Internal queries waiting for room (at most one per record and provided key).
+    jobs: VecDeque<(Kind, Vec<u8>)>,
+    /// When each of the periodic jobs of [`intervals`] is due next.
+    timers: [Option<Instant>; 4],
+    /// When expired records and providers are dropped next.
+    expire: Instant,
     pub(crate) now: Instant,
     pub(crate) stats: KadStats,
-}
-
-const EXPIRE_EVERY: Duration = Duration::from_secs(60);
-
-/// Parses a wire peer: valid id, valid addresses (those naming another peer dropped).
-pub(crate) fn parse_peer(w: WirePeer) -> Option<PeerInfo> {
-    let peer = PeerId::from_bytes(&w.id).ok()?;
-    let addrs = w
-        .addrs
-        .into_iter()
-        .filter_map(|a| Multiaddr::try_from(a).ok())
-        .filter(|a| !matches!(a.iter().last(), Some(Protocol::P2p(p)) if p != peer))
-        .take(MAX_ADDRS)
-        .collect();
-    Some(PeerInfo { peer, addrs })
 }
 
 impl Kademlia {
     /// A node for `local` with `config`, created at `now`.
     pub fn new(local: PeerId, config: KadConfig, now: Instant) -> Self {
-        let every = |d: Option<Duration>| d.map(|d| now + d);
-        let timers = Timers {
-            refresh: every(config.refresh_interval),
-            republish: every(config.record_republish_interval),
-            replicate: every(config.record_replication_interval),
-            provide: every(config.provider_republish_interval),
-            expire: now + EXPIRE_EVERY,
-        };
         Kademlia {
             local,
             local_addrs: Vec::new(),
             rng: ChaCha20Rng::seed_from_u64(config.rng_seed),
             table: RoutingTable::new(KeyHash::of_peer(&local), config.k, now),
-            records: RecordStore {
-                records: BTreeMap::new(),
-                max_records: config.max_records,
-            },
-            providers: ProviderStore {
-                providers: BTreeMap::new(),
-                max_keys: config.max_provider_keys,
-                max_per_key: config.max_providers_per_key,
-            },
+            records: RecordStore::new(config.max_records),
+            providers: ProviderStore::new(config.max_provider_keys, config.max_providers_per_key),
             provided: BTreeSet::new(),
             queries: BTreeMap::new(),
             next_query: 0,
@@ -120,7 +150,8 @@ impl Kademlia {
             outbound: VecDeque::new(),
             events: VecDeque::new(),
             jobs: VecDeque::new(),
-            timers,
+            timers: intervals(&config).map(|d| d.map(|d| now + d)),
+            expire: now + EXPIRE_EVERY,
             now,
             stats: KadStats::default(),
             config,
@@ -157,16 +188,15 @@ impl Kademlia {
     // ---- hints ----
 
     /// Our own dialable addresses, sent in ADD_PROVIDER and provider responses.
-    pub fn set_local_addrs(&mut self, addrs: Vec<Multiaddr>) {
+    pub fn set_local_addrs(&mut self, mut addrs: Vec<Multiaddr>) {
+        addrs.truncate(MAX_ADDRS);
         self.local_addrs = addrs;
-        self.local_addrs.truncate(MAX_ADDRS);
     }
 
     /// A known address of a server peer (bootstrap peers etc.); inserts it if there is room.
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
-        let now = self.now;
         if !self.table.add_addrs(&peer, std::slice::from_ref(&addr)) {
-            self.learn(peer, &[addr], now);
+            self.learn(peer, &[addr], self.now);
         }
     }
 
@@ -184,7 +214,8 @@ impl Kademlia {
 
     /// The host could not reach `peer` at any address: it leaves the routing table.
     pub fn peer_unreachable(&mut self, peer: &PeerId) {
-        self.forget(peer);
+        let removed = self.table.remove(peer);
+        self.removed(removed.map(|(e, promoted)| (e.peer, promoted)));
     }
 
     // ---- commands ----
@@ -198,12 +229,12 @@ impl Kademlia {
             plan: None,
             stale_before: Some(now),
         };
-        self.start(now, kind, self.local.to_bytes(), false)
+        self.start(now, kind, self.local.to_bytes())
     }
 
     /// Finds the k peers closest to `key` (peer id bytes or any key).
     pub fn find_node(&mut self, now: Instant, key: Vec<u8>) -> Result<QueryId, KadError> {
-        self.start(now, Kind::FindNode, key, false)
+        self.start(now, Kind::FindNode, key)
     }
 
     /// Finds a record; finishes once `quorum` peers (counting ourselves) returned a valid one.
@@ -213,16 +244,9 @@ impl Kademlia {
         key: Vec<u8>,
         quorum: usize,
     ) -> Result<QueryId, KadError> {
-        let found: Vec<Record> = self.records.get(&key, now).cloned().into_iter().collect();
-        self.start(
-            now,
-            Kind::GetValue {
-                quorum: quorum.max(1),
-                found,
-            },
-            key,
-            false,
-        )
+        let found = self.records.get(&key, now).cloned().into_iter().collect();
+        let quorum = quorum.max(1);
+        self.start(now, Kind::GetValue { quorum, found }, key)
     }
 
     /// Stores `record` locally and on the k closest peers; `quorum` acknowledgements succeed.
@@ -232,58 +256,88 @@ impl Kademlia {
         mut record: Record,
         quorum: usize,
     ) -> Result<QueryId, KadError> {
-        if record.key.is_empty() || record.value.len() > self.config.max_value_size {
-            return Err(KadError::InvalidRecord);
-        }
-        if !self.config.validator.validate(&record) {
+        if record.key.is_empty()
+            || record.value.len() > self.config.max_value_size
+            || !self.config.validator.validate(&record)
+        {
             return Err(KadError::InvalidRecord);
         }
         record.publisher.get_or_insert(self.local);
-        if !self
-            .records
-            .put(record.clone(), now + self.config.record_ttl, true)
-        {
+        let expires = now + self.config.record_ttl;
+        if !self.records.put(record.clone(), expires, true) {
             return Err(KadError::StoreFull);
         }
         let key = record.key.clone();
-        self.start(
-            now,
-            Kind::PutValue {
-                record,
-                quorum: quorum.max(1),
-            },
-            key,
-            false,
-        )
+        let quorum = quorum.max(1);
+        self.start(now, Kind::PutValue { record, quorum }, key)
     }
 
     /// Announces us as a provider of `key` (see [`crate::provider_key`]) to the k closest.
     pub fn add_provider(&mut self, now: Instant, key: Vec<u8>) -> Result<QueryId, KadError> {
-        let me = PeerInfo {
-            peer: self.local,
-            addrs: self.local_addrs.clone(),
-        };
-        if !self.providers.add(&key, me, now + self.config.provider_ttl) {
+        if !self.provide_locally(&key, now) {
             return Err(KadError::StoreFull);
         }
         self.provided.insert(key.clone());
-        self.start(now, Kind::AddProvider, key, false)
+        self.start(now, Kind::AddProvider, key)
     }
 
     /// Finds providers of `key`.
     pub fn get_providers(&mut self, now: Instant, key: Vec<u8>) -> Result<QueryId, KadError> {
         let found = self.providers.get(&key, now);
-        self.start(now, Kind::GetProviders { found }, key, false)
+        self.start(now, Kind::GetProviders { found }, key)
     }
 
-    pub(crate) fn iter_for(&self, key: &[u8]) -> DisjointPeersIter {
+    /// Records (or refreshes) ourselves as a provider of `key`.
+    fn provide_locally(&mut self, key: &[u8], now: Instant) -> bool {
+        let me = PeerInfo {
+            peer: self.local,
+            addrs: self.local_addrs.clone(),
+        };
+        self.providers.add(key, me, now + self.config.provider_ttl)
+    }
+
+    /// Starts a query for a command, if there is room.
+    fn start(&mut self, now: Instant, kind: Kind, key: Vec<u8>) -> Result<QueryId, KadError> {
+        self.now = now;
+        if !self.has_room(false) {
+            return Err(KadError::TooManyQueries);
+        }
+        Ok(self.launch(now, kind, key, false))
+    }
+
+    /// Room for another query: internal jobs may use at most half of
+    /// [`KadConfig::max_queries`], and a command needs room for its event.
+    fn has_room(&self, internal: bool) -> bool {
+        let limit = if internal {
+            self.config.max_queries / 2
+        } else {
+            self.config.max_queries
+        };
+        self.queries.len() < limit && self.events.len() < self.config.max_events
+    }
+
+    fn launch(&mut self, now: Instant, kind: Kind, key: Vec<u8>, internal: bool) -> QueryId {
+        let id = QueryId(self.next_query);
+        self.next_query += 1;
+        let q = Query {
+            iter: self.lookup(&key),
+            kind,
+            key,
+            addrs: HashMap::new(),
+            storing: None,
+            stored: 0,
+            stats: QueryStats::default(),
+            started: now,
+            internal,
+        };
+        self.advance(id, q, now);
+        id
+    }
+
+    /// A lookup of `key` from the k closest peers of the routing table.
+    fn lookup(&self, key: &[u8]) -> ClosestPeersIter {
         let target = KeyHash::of(key);
-        let known: Vec<PeerId> = self
-            .table
-            .closest(&target, self.config.k)
-            .iter()
-            .map(|e| e.peer)
-            .collect();
+        let known = self.table.closest(&target, self.config.k);
         let cfg = IterConfig {
             parallelism: self.config.alpha,
             num_results: self.config.k,
@@ -294,40 +348,7 @@ impl Kademlia {
         } else {
             1
         };
-        DisjointPeersIter::new(target, known, cfg, paths)
-    }
-
-    fn start(
-        &mut self,
-        now: Instant,
-        kind: Kind,
-        key: Vec<u8>,
-        internal: bool,
-    ) -> Result<QueryId, KadError> {
-        self.now = now;
-        let limit = if internal {
-            self.config.max_queries / 2
-        } else {
-            self.config.max_queries
-        };
-        if self.queries.len() >= limit || self.events.len() >= self.config.max_events {
-            return Err(KadError::TooManyQueries);
-        }
-        let id = QueryId(self.next_query);
-        self.next_query += 1;
-        let q = Query {
-            iter: self.iter_for(&key),
-            kind,
-            key,
-            addrs: HashMap::new(),
-            store: None,
-            stats: QueryStats::default(),
-            started: now,
-            internal,
-        };
-        self.queries.insert(id, q);
-        self.advance(id, now);
-        Ok(id)
+        ClosestPeersIter::disjoint(target, known.iter().map(|e| e.peer), cfg, paths)
     }
 
     // ---- routing table upkeep ----
@@ -345,29 +366,300 @@ impl Kademlia {
         match self.table.insert(peer, addrs, now) {
             InsertResult::Inserted => self.push_event(KadEvent::PeerAdded { peer }),
             InsertResult::Pending { check } => {
-                let addrs = self
-                    .table
-                    .get(&check)
-                    .map(|e| e.addrs.clone())
-                    .unwrap_or_default();
-                let msg = Message {
-                    ty: MessageType::FIND_NODE,
-                    cluster_level_raw: REQUEST_CLUSTER_LEVEL,
-                    key: self.local.to_bytes(),
-                    ..Message::default()
-                };
+                let addrs = self.known_addrs(None, &check);
+                let msg = request(MessageType::FIND_NODE, self.local.to_bytes());
                 self.send(now, check, &msg, Purpose::Liveness, addrs);
             }
             InsertResult::Updated | InsertResult::Dropped => {}
         }
     }
 
-    pub(crate) fn forget(&mut self, peer: &PeerId) {
-        if let Some((_, promoted)) = self.table.remove(peer) {
-            self.push_event(KadEvent::PeerRemoved { peer: *peer });
-            if let Some(p) = promoted {
-                self.push_event(KadEvent::PeerAdded { peer: p });
+    /// Reports a peer that left the routing table, and the pending peer promoted in its place.
+    fn removed(&mut self, removed: Option<(PeerId, Option<PeerId>)>) {
+        if let Some((peer, promoted)) = removed {
+            self.push_event(KadEvent::PeerRemoved { peer });
+            if let Some(peer) = promoted {
+                self.push_event(KadEvent::PeerAdded { peer });
             }
+        }
+    }
+
+    // ---- queries ----
+
+    fn send(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        msg: &Message,
+        purpose: Purpose,
+        addrs: Vec<Multiaddr>,
+    ) {
+        let id = RequestId(self.next_request);
+        self.next_request += 1;
+        let expects_response = msg.ty != MessageType::ADD_PROVIDER;
+        if expects_response {
+            let deadline = now + self.config.request_timeout;
+            let pending = Pending {
+                peer,
+                addrs: addrs.clone(),
+                deadline,
+                purpose,
+            };
+            self.pending.insert(id, pending);
+        }
+        self.stats.requests_out += 1;
+        self.outbound.push_back(OutboundRequest {
+            id,
+            peer,
+            addrs,
+            bytes: msg.encode(),
+            expects_response,
+            query: match purpose {
+                Purpose::Lookup(q) | Purpose::Store(q) => Some(q),
+                Purpose::Liveness => None,
+            },
+        });
+    }
+
+    /// The addresses of `peer` that query `q` learned, else those of the routing table.
+    fn known_addrs(&self, q: Option<&Query>, peer: &PeerId) -> Vec<Multiaddr> {
+        match q.and_then(|q| q.addrs.get(peer)) {
+            Some(a) if !a.is_empty() => a.clone(),
+            _ => self
+                .table
+                .get(peer)
+                .map(|e| e.addrs.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Sends what query `id` can send now; finishes it when it is done, else puts it
+    /// (back) among the running queries.
+    fn advance(&mut self, id: QueryId, mut q: Query, now: Instant) {
+        loop {
+            match q.storing {
+                Some(0) => return self.finish(id, q, now),
+                Some(_) => break,
+                None => {}
+            }
+            match q.iter.next(now) {
+                Next::Query(peer) => {
+                    let ty = match q.kind {
+                        Kind::GetValue { .. } => MessageType::GET_VALUE,
+                        Kind::GetProviders { .. } => MessageType::GET_PROVIDERS,
+                        _ => MessageType::FIND_NODE,
+                    };
+                    let msg = request(ty, q.key.clone());
+                    let addrs = self.known_addrs(Some(&q), &peer);
+                    self.send(now, peer, &msg, Purpose::Lookup(id), addrs);
+                    q.stats.requests += 1;
+                }
+                Next::Waiting => break,
+                Next::Finished => {
+                    q.stats.rounds = q.stats.rounds.max(q.iter.rounds());
+                    if !self.lookup_done(id, &mut q, now) {
+                        return self.finish(id, q, now);
+                    }
+                }
+            }
+        }
+        self.queries.insert(id, q);
+    }
+
+    /// The lookup phase of `q` ended; returns true if the query continues.
+    fn lookup_done(&mut self, id: QueryId, q: &mut Query, now: Instant) -> bool {
+        let msg = match &mut q.kind {
+            Kind::Bootstrap { plan, stale_before } => {
+                self.table.mark_refreshed(&KeyHash::of(&q.key), now);
+                let plan = plan.get_or_insert_with(|| {
+                    let max = self.table.max_cpl().min(MAX_REFRESH_CPL);
+                    let local = *self.table.local_key();
+                    let stale = stale_before.map(|b| self.table.stale_buckets(b, max));
+                    stale
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter_map(|i| random_peer_with_cpl(&local, 255 - i, &mut self.rng))
+                        .collect()
+                });
+                let Some(next) = plan.pop_front() else {
+                    return false;
+                };
+                q.key = next.to_bytes();
+                q.iter = self.lookup(&q.key);
+                return true;
+            }
+            _ if q.storing.is_some() => return false,
+            Kind::PutValue { record, .. } => Message {
+                ty: MessageType::PUT_VALUE,
+                key: record.key.clone(),
+                record: Some(record.to_wire(0)),
+                ..Message::default()
+            },
+            Kind::AddProvider => Message {
+                provider_peers: vec![wire_peer(&self.local, &self.local_addrs)],
+                ..request(MessageType::ADD_PROVIDER, q.key.clone())
+            },
+            _ => return false,
+        };
+        let targets = q.iter.result();
+        for (_, peer) in &targets {
+            let addrs = self.known_addrs(Some(q), peer);
+            self.send(now, *peer, &msg, Purpose::Store(id), addrs);
+        }
+        q.stats.requests += targets.len() as u32;
+        if msg.ty == MessageType::ADD_PROVIDER {
+            q.stored = targets.len();
+            q.storing = Some(0);
+        } else {
+            q.storing = Some(targets.len());
+        }
+        true
+    }
+
+    fn finish(&mut self, id: QueryId, mut q: Query, now: Instant) {
+        q.stats.duration = now.saturating_duration_since(q.started);
+        q.stats.rounds = q.stats.rounds.max(q.iter.rounds());
+        let stored = q.stored;
+        let result = match q.kind {
+            Kind::Bootstrap { .. } => QueryResult::Bootstrapped {
+                table_size: self.table.len(),
+            },
+            Kind::FindNode => QueryResult::FoundPeers(
+                q.iter
+                    .result()
+                    .into_iter()
+                    .map(|(_, peer)| PeerInfo {
+                        peer,
+                        addrs: self.known_addrs(Some(&q), &peer),
+                    })
+                    .collect(),
+            ),
+            Kind::GetValue { quorum, found } => {
+                let refs: Vec<&Record> = found.iter().collect();
+                let record = (!refs.is_empty()).then(|| {
+                    let i = self.config.validator.select(&q.key, &refs);
+                    refs.get(i).copied().unwrap_or(refs[0]).clone()
+                });
+                QueryResult::FoundRecord {
+                    record,
+                    quorum_met: found.len() >= quorum,
+                }
+            }
+            Kind::PutValue { quorum, .. } => QueryResult::PutValue {
+                stored,
+                quorum_met: stored >= quorum,
+            },
+            Kind::AddProvider => QueryResult::AddProvider { sent: stored },
+            Kind::GetProviders { found } => QueryResult::Providers(found),
+        };
+        if !q.internal {
+            self.events.push_back(KadEvent::QueryFinished {
+                id,
+                result,
+                stats: q.stats,
+            });
+        }
+    }
+
+    // ---- inputs ----
+
+    /// The response to request `id` arrived (`Ok(bytes)`) or the request failed.
+    pub fn handle_response(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        result: Result<&[u8], RequestFailure>,
+    ) {
+        self.now = now;
+        let Some(p) = self.pending.remove(&id) else {
+            self.stats.unexpected_responses += 1;
+            return;
+        };
+        let msg = match result {
+            Ok(b) if b.len() > self.config.max_message_size => None,
+            Ok(b) => Message::decode(b)
+                .inspect_err(|_| self.stats.malformed += 1)
+                .ok(),
+            Err(_) => None,
+        };
+        match &msg {
+            Some(_) => self.learn(p.peer, &p.addrs, now),
+            None => self.peer_unreachable(&p.peer),
+        }
+        let qid = match p.purpose {
+            Purpose::Liveness => {
+                let evicted = self.table.on_liveness(&p.peer, msg.is_some(), now);
+                return self.removed(evicted);
+            }
+            Purpose::Lookup(q) | Purpose::Store(q) => q,
+        };
+        let Some(mut q) = self.queries.remove(&qid) else {
+            return;
+        };
+        match &msg {
+            Some(_) => q.stats.success += 1,
+            None => q.stats.failure += 1,
+        }
+        match (p.purpose, msg) {
+            (Purpose::Store(_), m) => {
+                if let Some(n) = q.storing.as_mut() {
+                    *n = n.saturating_sub(1);
+                    q.stored += usize::from(m.is_some());
+                }
+            }
+            (_, Some(m)) => self.on_lookup_response(&mut q, &p.peer, m),
+            (_, None) => {
+                q.iter.on_failure(&p.peer);
+            }
+        }
+        self.advance(qid, q, now);
+    }
+
+    fn on_lookup_response(&self, q: &mut Query, from: &PeerId, m: Message) {
+        let config = &self.config;
+        let cap = config.k * 16;
+        let mut closer = Vec::new();
+        for info in m.closer_peers.into_iter().take(cap) {
+            let Some(info) = PeerInfo::from_wire(info).filter(|i| i.peer != self.local) else {
+                continue;
+            };
+            if q.addrs.len() < cap && !info.addrs.is_empty() {
+                q.addrs.entry(info.peer).or_insert(info.addrs);
+            }
+            closer.push(info.peer);
+        }
+        q.iter.on_success(from, closer);
+        match &mut q.kind {
+            Kind::GetValue { quorum, found } => {
+                if let Some(r) = m.record.filter(|r| r.key == q.key) {
+                    let rec = Record {
+                        publisher: PeerId::from_bytes(&r.publisher).ok(),
+                        key: r.key,
+                        value: r.value,
+                    };
+                    if config.validator.validate(&rec) {
+                        found.push(rec);
+                    }
+                }
+                if found.len() >= *quorum {
+                    q.iter.finish();
+                }
+            }
+            Kind::GetProviders { found } => {
+                let max = config.max_providers_per_key;
+                for info in m.provider_peers.into_iter().take(cap) {
+                    let Some(info) = PeerInfo::from_wire(info) else {
+                        continue;
+                    };
+                    if found.len() < max && !found.iter().any(|f| f.peer == info.peer) {
+                        found.push(info);
+                    }
+                }
+                if found.len() >= max {
+                    q.iter.finish();
+                }
+            }
+            _ => {}
         }
     }
 
@@ -385,99 +677,76 @@ impl Kademlia {
         }
         let ids: Vec<QueryId> = self.queries.keys().copied().collect();
         for id in ids {
-            let timed_out = self
-                .queries
-                .get(&id)
-                .is_some_and(|q| now >= q.started + self.config.query_timeout);
-            if timed_out {
-                if let Some(mut q) = self.queries.remove(&id) {
-                    q.stats.timed_out = true;
-                    self.finish(id, q, now);
-                }
+            let Some(mut q) = self.queries.remove(&id) else {
+                continue;
+            };
+            if now >= q.started + self.config.query_timeout {
+                q.stats.timed_out = true;
+                self.finish(id, q, now);
             } else {
-                self.advance(id, now);
+                self.advance(id, q, now);
             }
         }
         self.periodic(now);
     }
 
     fn periodic(&mut self, now: Instant) {
-        if now >= self.timers.expire {
+        if now >= self.expire {
             self.records.expire(now);
             self.providers.expire(now);
-            self.timers.expire = now + EXPIRE_EVERY;
+            self.expire = now + EXPIRE_EVERY;
         }
-        let cap = self.config.max_records + self.config.max_provider_keys + 1;
-        let due = |t: &mut Option<Instant>, every: Option<Duration>| match (*t, every) {
-            (Some(at), Some(d)) if now >= at => {
-                *t = Some(now + d);
-                true
+        let mut due = [false; 4];
+        for ((at, every), due) in self
+            .timers
+            .iter_mut()
+            .zip(intervals(&self.config))
+            .zip(&mut due)
+        {
+            if let (Some(t), Some(d)) = (*at, every) {
+                *due = now >= t;
+                if *due {
+                    *at = Some(now + d);
+                }
             }
-            _ => false,
-        };
-        if due(&mut self.timers.refresh, self.config.refresh_interval) {
-            self.jobs.push_back(Job::Refresh);
         }
-        let republish = due(
-            &mut self.timers.republish,
-            self.config.record_republish_interval,
-        );
-        let replicate = due(
-            &mut self.timers.replicate,
-            self.config.record_replication_interval,
-        );
+        let [refresh, republish, replicate, provide] = due;
+        let config = &self.config;
+        if refresh && !self.table.is_empty() {
+            let stale_before = now.checked_sub(config.refresh_interval.unwrap_or_default());
+            let kind = Kind::Bootstrap {
+                plan: None,
+                stale_before,
+            };
+            self.jobs.push_back((kind, self.local.to_bytes()));
+        }
         for r in self.records.records.values_mut() {
             if r.local && republish {
                 // Our own records live as long as we republish them.
-                r.expires = r.expires.max(now + self.config.record_ttl);
+                r.expires = r.expires.max(now + config.record_ttl);
             }
             if (r.local && republish) || (!r.local && replicate) {
-                self.jobs.push_back(Job::Put(r.record.clone()));
+                let record = r.record.clone();
+                let key = record.key.clone();
+                self.jobs
+                    .push_back((Kind::PutValue { record, quorum: 1 }, key));
             }
         }
-        if due(
-            &mut self.timers.provide,
-            self.config.provider_republish_interval,
-        ) {
-            for key in &self.provided {
-                self.jobs.push_back(Job::Provide(key.clone()));
+        if provide {
+            for key in self.provided.clone() {
+                self.provide_locally(&key, now);
+                self.jobs.push_back((Kind::AddProvider, key));
             }
         }
+        let cap = self.config.max_records + self.config.max_provider_keys + 1;
         while self.jobs.len() > cap {
             self.jobs.pop_front();
         }
-        while let Some(job) = self.jobs.pop_front() {
-            let started = match &job {
-                Job::Refresh => {
-                    let before = now.checked_sub(self.config.refresh_interval.unwrap_or_default());
-                    let kind = Kind::Bootstrap {
-                        plan: None,
-                        stale_before: before,
-                    };
-                    self.table.is_empty()
-                        || self.start(now, kind, self.local.to_bytes(), true).is_ok()
-                }
-                Job::Put(r) => {
-                    let kind = Kind::PutValue {
-                        record: r.clone(),
-                        quorum: 1,
-                    };
-                    self.start(now, kind, r.key.clone(), true).is_ok()
-                }
-                Job::Provide(key) => {
-                    let me = PeerInfo {
-                        peer: self.local,
-                        addrs: self.local_addrs.clone(),
-                    };
-                    self.providers.add(key, me, now + self.config.provider_ttl);
-                    self.start(now, Kind::AddProvider, key.clone(), true)
-                        .is_ok()
-                }
-            };
-            if !started {
-                self.jobs.push_front(job);
+        while self.has_room(true) {
+            let Some((kind, key)) = self.jobs.pop_front() else {
                 break;
-            }
+            };
+            self.launch(now, kind, key, true);
         }
     }
 
@@ -495,28 +764,18 @@ impl Kademlia {
 
     /// When to call [`Self::handle_timeout`] next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.timers.expire;
-        for at in [
-            self.timers.refresh,
-            self.timers.republish,
-            self.timers.replicate,
-            self.timers.provide,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            t = t.min(at);
-        }
-        for p in self.pending.values() {
-            t = t.min(p.deadline);
-        }
         // Per-peer iterator deadlines equal request deadlines, which `pending` covers.
-        for q in self.queries.values() {
-            t = t.min(q.started + self.config.query_timeout);
-        }
-        if !self.jobs.is_empty() {
-            t = t.min(self.now + Duration::from_secs(1));
-        }
-        Some(t)
+        let queries = self.queries.values();
+        let jobs = (!self.jobs.is_empty()).then(|| self.now + Duration::from_secs(1));
+        let next = self
+            .timers
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.pending.values().map(|p| p.deadline))
+            .chain(queries.map(|q| q.started + self.config.query_timeout))
+            .chain(jobs)
+            .fold(self.expire, Instant::min);
+        Some(next)
     }
 }

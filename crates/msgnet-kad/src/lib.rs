@@ -47,10 +47,10 @@
 //!
 //! # Modules
 //!
-//! [`host`] (the tokio driver, feature `host`), [`key`] (distance), [`wire`] (protobuf), [`table`] (k-buckets), [`iter`] (lookup
-//! iterators), [`record`] (records, providers, validator, stores), and the state machine
-//! in `kad` (state, commands, timers, outputs), `query` (queries and responses) and
-//! `server` (answering requests).
+//! [`host`] (the tokio driver, feature `host`), [`key`] (distance), [`wire`] (protobuf),
+//! [`table`] (k-buckets), [`iter`] (lookup iterators), [`record`] (records, providers,
+//! validator, stores), and the state machine in `kad` (state, commands, queries, timers,
+//! outputs) and `server` (answering requests).
 
 pub mod error;
 #[cfg(feature = "host")]
@@ -58,7 +58,6 @@ pub mod host;
 pub mod iter;
 mod kad;
 pub mod key;
-mod query;
 pub mod record;
 mod server;
 pub mod table;
@@ -182,6 +181,8 @@ pub struct OutboundRequest {
     pub bytes: Vec<u8>,
     /// False for ADD_PROVIDER, which has no response: do not report one.
     pub expects_response: bool,
+    /// The query that sent it (`None`: a liveness check of a routing table entry).
+    pub query: Option<QueryId>,
 }
 
 /// Counters of one query.

@@ -4,9 +4,11 @@
 //! and of providers per key, and expire entries lazily (`expire(now)`). Entries we
 //! published ourselves are flagged `local` so the node can republish them.
 
+use crate::table::MAX_ADDRS;
+use crate::wire::{WirePeer, WireRecord};
 use cid::Cid;
 use libp2p_identity::PeerId;
-use multiaddr::Multiaddr;
+use multiaddr::{Multiaddr, Protocol};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
@@ -30,6 +32,17 @@ impl Record {
             publisher: None,
         }
     }
+
+    /// The record on the wire, with a remaining lifetime of `ttl` seconds (0: unspecified).
+    pub(crate) fn to_wire(&self, ttl: u32) -> WireRecord {
+        WireRecord {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            publisher: self.publisher.map(|p| p.to_bytes()).unwrap_or_default(),
+            ttl,
+            ..WireRecord::default()
+        }
+    }
 }
 
 /// The provider key of a CID, as the libp2p DHT uses it: the CID's multihash bytes.
@@ -44,6 +57,31 @@ pub struct PeerInfo {
     pub peer: PeerId,
     /// Its addresses.
     pub addrs: Vec<Multiaddr>,
+}
+
+impl PeerInfo {
+    /// Parses a wire peer: a valid id, its valid addresses (those naming another peer
+    /// dropped, at most [`MAX_ADDRS`]).
+    pub(crate) fn from_wire(w: WirePeer) -> Option<Self> {
+        let peer = PeerId::from_bytes(&w.id).ok()?;
+        let addrs = w
+            .addrs
+            .into_iter()
+            .filter_map(|a| Multiaddr::try_from(a).ok())
+            .filter(|a| !matches!(a.iter().last(), Some(Protocol::P2p(p)) if p != peer))
+            .take(MAX_ADDRS)
+            .collect();
+        Some(PeerInfo { peer, addrs })
+    }
+}
+
+/// `peer` at `addrs` as a wire peer (connection type not given).
+pub(crate) fn wire_peer(peer: &PeerId, addrs: &[Multiaddr]) -> WirePeer {
+    WirePeer {
+        id: peer.to_bytes(),
+        addrs: addrs.iter().map(|a| a.to_vec()).collect(),
+        ..WirePeer::default()
+    }
 }
 
 /// Decides which records are acceptable and which of several values is best, as
@@ -82,6 +120,13 @@ pub(crate) struct RecordStore {
 }
 
 impl RecordStore {
+    pub fn new(max_records: usize) -> Self {
+        RecordStore {
+            records: BTreeMap::new(),
+            max_records,
+        }
+    }
+
     pub fn get(&self, key: &[u8], now: Instant) -> Option<&Record> {
         self.records
             .get(key)
@@ -131,6 +176,14 @@ pub(crate) struct ProviderStore {
 }
 
 impl ProviderStore {
+    pub fn new(max_keys: usize, max_per_key: usize) -> Self {
+        ProviderStore {
+            providers: BTreeMap::new(),
+            max_keys,
+            max_per_key,
+        }
+    }
+
     /// Adds or refreshes a provider; false if a bound refused it.
     pub fn add(&mut self, key: &[u8], info: PeerInfo, expires: Instant) -> bool {
         if !self.providers.contains_key(key) && self.providers.len() >= self.max_keys {

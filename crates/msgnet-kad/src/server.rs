@@ -6,14 +6,14 @@
 //! PING answers PING; ADD_PROVIDER has no response and only accepts the sender itself as
 //! provider (both implementations require that). Closer peers never include the requester.
 
-use crate::kad::{parse_peer, Kademlia};
+use crate::kad::Kademlia;
 use crate::key::KeyHash;
-use crate::record::{PeerInfo, Record};
+use crate::record::{wire_peer, PeerInfo, Record};
 use crate::wire::{Message, MessageType, WireRecord};
 use crate::{KadError, Mode};
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// rust-libp2p's `clusterLevelRaw` in responses.
 const RESPONSE_CLUSTER_LEVEL: i32 = 9;
@@ -55,100 +55,84 @@ impl Kademlia {
             return Err(KadError::TooLarge);
         }
         let req = Message::decode(request)?;
-        let reply = |ty: MessageType| Message {
-            ty,
+        let keyed = [
+            MessageType::FIND_NODE,
+            MessageType::GET_VALUE,
+            MessageType::GET_PROVIDERS,
+            MessageType::ADD_PROVIDER,
+        ];
+        if keyed.contains(&req.ty) && req.key.is_empty() {
+            return Err(KadError::InvalidRequest("empty key"));
+        }
+        let mut reply = Message {
+            ty: req.ty,
             cluster_level_raw: RESPONSE_CLUSTER_LEVEL,
             ..Message::default()
         };
         match req.ty {
-            MessageType::PING => Ok(Some(
-                Message {
+            MessageType::PING => {
+                let pong = Message {
                     ty: MessageType::PING,
                     ..Message::default()
-                }
-                .encode(),
-            )),
-            MessageType::FIND_NODE => {
-                let key = nonempty(&req.key)?;
-                Ok(Some(self.with_closer(
-                    reply(MessageType::FIND_NODE),
-                    key,
-                    &from,
-                )))
-            }
-            MessageType::GET_VALUE => {
-                let key = nonempty(&req.key)?;
-                let record = self
-                    .records
-                    .records
-                    .get(key)
-                    .filter(|r| r.expires > now)
-                    .map(|r| WireRecord {
-                        key: r.record.key.clone(),
-                        value: r.record.value.clone(),
-                        publisher: r.record.publisher.map(|p| p.to_bytes()).unwrap_or_default(),
-                        ttl: u32::try_from((r.expires - now).as_secs())
-                            .unwrap_or(u32::MAX)
-                            .max(1),
-                        ..WireRecord::default()
-                    });
-                let msg = Message {
-                    record,
-                    ..reply(MessageType::GET_VALUE)
                 };
-                Ok(Some(self.with_closer(msg, key, &from)))
+                return Ok(Some(pong.encode()));
+            }
+            MessageType::PUT_VALUE => return self.put(now, req).map(|m| Some(m.encode())),
+            MessageType::ADD_PROVIDER => return self.add_provider_of(now, from, from_addrs, req),
+            MessageType::FIND_NODE => {}
+            MessageType::GET_VALUE => {
+                let stored = self.records.records.get(&req.key);
+                reply.record = stored.filter(|r| r.expires > now).map(|r| {
+                    let ttl = u32::try_from((r.expires - now).as_secs()).unwrap_or(u32::MAX);
+                    r.record.to_wire(ttl.max(1))
+                });
             }
             MessageType::GET_PROVIDERS => {
-                let key = nonempty(&req.key)?;
-                let provider_peers = self
-                    .providers
-                    .get(key, now)
-                    .into_iter()
-                    .map(|p| {
-                        let addrs = if p.peer == self.local {
-                            &self.local_addrs
-                        } else {
-                            &p.addrs
-                        };
-                        self.wire_peer(&p.peer, addrs, false)
+                let providers = self.providers.get(&req.key, now).into_iter();
+                reply.provider_peers = providers
+                    .map(|p| match p.peer == self.local {
+                        true => wire_peer(&p.peer, &self.local_addrs),
+                        false => wire_peer(&p.peer, &p.addrs),
                     })
                     .collect();
-                let msg = Message {
-                    provider_peers,
-                    ..reply(MessageType::GET_PROVIDERS)
-                };
-                Ok(Some(self.with_closer(msg, key, &from)))
             }
-            MessageType::PUT_VALUE => self.put(now, req).map(|m| Some(m.encode())),
-            MessageType::ADD_PROVIDER => {
-                let key = nonempty(&req.key)?;
-                let provider = req
-                    .provider_peers
-                    .into_iter()
-                    .filter_map(parse_peer)
-                    .find(|p| p.peer == from)
-                    .ok_or(KadError::InvalidRequest(
-                        "ADD_PROVIDER without the sender as provider",
-                    ))?;
-                let addrs = if provider.addrs.is_empty() {
-                    from_addrs.to_vec()
-                } else {
-                    provider.addrs
-                };
-                if addrs.is_empty() {
-                    return Err(KadError::InvalidRequest("ADD_PROVIDER without addresses"));
-                }
-                if !self.providers.add(
-                    key,
-                    PeerInfo { peer: from, addrs },
-                    now + self.config.provider_ttl,
-                ) {
-                    return Err(KadError::StoreFull);
-                }
-                Ok(None)
-            }
-            _ => Err(KadError::InvalidRequest("unknown message type")),
+            _ => return Err(KadError::InvalidRequest("unknown message type")),
         }
+        Ok(Some(self.with_closer(reply, &req.key, &from)))
+    }
+
+    /// ADD_PROVIDER: stores the sender as a provider (it may announce no one else).
+    fn add_provider_of(
+        &mut self,
+        now: Instant,
+        from: PeerId,
+        from_addrs: &[Multiaddr],
+        req: Message,
+    ) -> Result<Option<Vec<u8>>, KadError> {
+        let provider = req
+            .provider_peers
+            .into_iter()
+            .filter_map(PeerInfo::from_wire)
+            .find(|p| p.peer == from)
+            .ok_or(KadError::InvalidRequest(
+                "ADD_PROVIDER without the sender as provider",
+            ))?;
+        let addrs = if provider.addrs.is_empty() {
+            from_addrs.to_vec()
+        } else {
+            provider.addrs
+        };
+        if addrs.is_empty() {
+            return Err(KadError::InvalidRequest("ADD_PROVIDER without addresses"));
+        }
+        let info = PeerInfo { peer: from, addrs };
+        if !self
+            .providers
+            .add(&req.key, info, now + self.config.provider_ttl)
+        {
+            return Err(KadError::StoreFull);
+        }
+        Ok(None)
     }
 
     fn put(&mut self, now: Instant, req: Message) -> Result<Message, KadError> {
@@ -161,13 +145,10 @@ impl Kademlia {
         if r.value.len() > self.config.max_value_size {
             return Err(KadError::InvalidRecord);
         }
-        let publisher = match r.publisher.is_empty() {
-            true => None,
-            false => Some(
-                PeerId::from_bytes(&r.publisher)
-                    .map_err(|_| KadError::InvalidRequest("bad publisher"))?,
-            ),
-        };
+        let publisher = (!r.publisher.is_empty())
+            .then(|| PeerId::from_bytes(&r.publisher))
+            .transpose()
+            .map_err(|_| KadError::InvalidRequest("bad publisher"))?;
         let record = Record {
             key: r.key,
             value: r.value,
@@ -183,8 +164,9 @@ impl Kademlia {
         }
         let mut ttl = self.config.record_ttl;
         if r.ttl > 0 {
-            ttl = ttl.min(std::time::Duration::from_secs(u64::from(r.ttl)));
+            ttl = ttl.min(Duration::from_secs(u64::from(r.ttl)));
         }
+        // The echo carries key and value only, as rust-libp2p's does.
         let reply = Message {
             ty: MessageType::PUT_VALUE,
             key: record.key.clone(),
@@ -212,13 +194,5 @@ impl Kademlia {
             .map(|e| (e.wire.as_slice(), e.connected))
             .collect();
         msg.encode_with_raw_closer(&raw)
-    }
-}
-
-fn nonempty(key: &[u8]) -> Result<&[u8], KadError> {
-    if key.is_empty() {
-        Err(KadError::InvalidRequest("empty key"))
-    } else {
-        Ok(key)
     }
 }

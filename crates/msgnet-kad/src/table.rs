@@ -10,7 +10,7 @@
 //! I/O: the liveness request is sent by [`crate::Kademlia`].
 
 use crate::key::{Distance, KeyHash};
-use crate::wire::{ConnectionType, WirePeer};
+use crate::record::wire_peer;
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
 use std::time::{Duration, Instant};
@@ -89,12 +89,7 @@ fn merge_addrs(e: &mut Entry, new: &[Multiaddr]) {
         e.addrs.insert(0, a.clone());
     }
     e.addrs.truncate(MAX_ADDRS);
-    e.wire = WirePeer {
-        id: e.peer.to_bytes(),
-        addrs: e.addrs.iter().map(|a| a.to_vec()).collect(),
-        connection: ConnectionType::NOT_CONNECTED,
-    }
-    .encode();
+    e.wire = wire_peer(&e.peer, &e.addrs).encode();
 }
 
 impl RoutingTable {
@@ -150,16 +145,23 @@ impl RoutingTable {
         self.len == 0
     }
 
-    /// The entry of `peer`, if present.
-    pub fn get(&self, peer: &PeerId) -> Option<&Entry> {
+    /// Bucket and position of `peer`'s entry.
+    fn locate(&self, peer: &PeerId) -> Option<(usize, usize)> {
         let key = KeyHash::of_peer(peer);
         let b = self.bucket_index(&key)?;
-        let bucket = &self.buckets[b];
-        bucket
-            .keys
-            .iter()
-            .position(|k| *k == key)
-            .map(|i| &bucket.entries[i])
+        let i = self.buckets[b].keys.iter().position(|k| *k == key)?;
+        Some((b, i))
+    }
+
+    fn entry_mut(&mut self, peer: &PeerId) -> Option<&mut Entry> {
+        let (b, i) = self.locate(peer)?;
+        Some(&mut self.buckets[b].entries[i])
+    }
+
+    /// The entry of `peer`, if present.
+    pub fn get(&self, peer: &PeerId) -> Option<&Entry> {
+        let (b, i) = self.locate(peer)?;
+        Some(&self.buckets[b].entries[i])
     }
 
     /// All entries, farthest bucket last-seen order not guaranteed.
@@ -206,49 +208,45 @@ impl RoutingTable {
             self.sync_occupied(b);
             return InsertResult::Inserted;
         }
-        match &mut bucket.pending {
-            Some(p) if p.key == key => {
+        if let Some(p) = &mut bucket.pending {
+            if p.key == key {
                 merge_addrs(p, addrs);
-                InsertResult::Dropped
             }
-            Some(_) => InsertResult::Dropped,
-            None => {
-                let Some(oldest) = bucket.entries.iter().min_by_key(|e| e.last_seen) else {
-                    return InsertResult::Dropped;
-                };
-                if now < oldest.last_seen + CHECK_AFTER {
-                    return InsertResult::Dropped;
-                }
+            return InsertResult::Dropped;
+        }
+        match bucket.entries.iter().min_by_key(|e| e.last_seen) {
+            Some(oldest) if now >= oldest.last_seen + CHECK_AFTER => {
                 let check = oldest.peer;
                 bucket.pending = Some(Box::new(entry));
                 InsertResult::Pending { check }
             }
+            _ => InsertResult::Dropped,
         }
     }
 
     /// Adds addresses to a present entry without touching its last-seen time.
     pub fn add_addrs(&mut self, peer: &PeerId, addrs: &[Multiaddr]) -> bool {
-        let key = KeyHash::of_peer(peer);
-        let Some(b) = self.bucket_index(&key) else {
-            return false;
-        };
-        match self.buckets[b].entries.iter_mut().find(|e| e.key == key) {
-            Some(e) => {
-                merge_addrs(e, addrs);
-                true
-            }
-            None => false,
-        }
+        self.entry_mut(peer)
+            .map(|e| merge_addrs(e, addrs))
+            .is_some()
     }
 
     /// Sets the connected flag of a present entry.
     pub fn set_connected(&mut self, peer: &PeerId, connected: bool) {
-        let key = KeyHash::of_peer(peer);
-        if let Some(b) = self.bucket_index(&key) {
-            if let Some(e) = self.buckets[b].entries.iter_mut().find(|e| e.key == key) {
-                e.connected = connected;
-            }
+        if let Some(e) = self.entry_mut(peer) {
+            e.connected = connected;
         }
+    }
+
+    /// Whether [`Self::insert`] could take `peer` at `now`: its bucket has room, or its
+    /// least-recently-seen entry is due for a liveness check.
+    pub fn could_insert(&self, peer: &PeerId, now: Instant) -> bool {
+        let Some(b) = self.bucket_index(&KeyHash::of_peer(peer)) else {
+            return false;
+        };
+        let entries = &self.buckets[b].entries;
+        let oldest = entries.iter().map(|e| e.last_seen).min();
+        entries.len() < self.k || oldest.is_some_and(|t| now >= t + CHECK_AFTER)
     }
 
     /// Removes `peer`; a pending entry of its bucket takes its place. Returns the removed
@@ -263,14 +261,15 @@ impl RoutingTable {
         let i = bucket.keys.iter().position(|k| *k == key)?;
         let removed = bucket.entries.swap_remove(i);
         bucket.keys.swap_remove(i);
-        self.len -= 1;
         let promoted = bucket.pending.take().map(|p| {
-            let id = p.peer;
+            let peer = p.peer;
             bucket.keys.push(p.key);
             bucket.entries.push(*p);
-            self.len += 1;
-            id
+            peer
         });
+        if promoted.is_none() {
+            self.len -= 1;
+        }
         self.sync_occupied(b);
         Some((removed, promoted))
     }

@@ -110,113 +110,52 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// A length-delimited field (bytes, string or nested message).
 fn put_bytes(out: &mut Vec<u8>, tag: u64, b: &[u8]) {
     put_varint(out, tag);
     put_varint(out, b.len() as u64);
     out.extend_from_slice(b);
 }
 
-/// int32 and enums: negative values are sign-extended to ten bytes, as protobuf requires.
-fn put_int32(out: &mut Vec<u8>, tag: u64, v: i32) {
-    put_varint(out, tag);
-    put_varint(out, i64::from(v) as u64);
+/// A singular bytes field: omitted when empty, as proto3 omits defaults.
+fn put_nonempty(out: &mut Vec<u8>, tag: u64, b: &[u8]) {
+    if !b.is_empty() {
+        put_bytes(out, tag, b);
+    }
+}
+
+/// A varint field, omitted when zero. Negative int32 and enum values arrive
+/// sign-extended, so they take ten bytes as protobuf requires.
+fn put_int(out: &mut Vec<u8>, tag: u64, v: i64) {
+    if v != 0 {
+        put_varint(out, tag);
+        put_varint(out, v as u64);
+    }
 }
 
 impl WirePeer {
     /// Encodes this `Peer` message on its own.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len());
-        self.encode_into(&mut out);
+        let mut out = Vec::with_capacity(8 + self.id.len() + 24 * self.addrs.len());
+        put_nonempty(&mut out, 10, &self.id);
+        for a in &self.addrs {
+            put_bytes(&mut out, 18, a);
+        }
+        put_int(&mut out, 24, self.connection.0.into());
         out
     }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        if !self.id.is_empty() {
-            put_bytes(out, 10, &self.id);
-        }
-        for a in &self.addrs {
-            put_bytes(out, 18, a);
-        }
-        if self.connection.0 != 0 {
-            put_int32(out, 24, self.connection.0);
-        }
-    }
 }
 
 impl WireRecord {
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        if !self.key.is_empty() {
-            put_bytes(out, 10, &self.key);
-        }
-        if !self.value.is_empty() {
-            put_bytes(out, 18, &self.value);
-        }
-        if !self.time_received.is_empty() {
-            put_bytes(out, 42, self.time_received.as_bytes());
-        }
-        if !self.publisher.is_empty() {
-            put_bytes(out, 5330, &self.publisher);
-        }
-        if self.ttl != 0 {
-            put_varint(out, 6216);
-            put_varint(out, u64::from(self.ttl));
-        }
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 + self.key.len() + self.value.len());
+        put_nonempty(&mut out, 10, &self.key);
+        put_nonempty(&mut out, 18, &self.value);
+        put_nonempty(&mut out, 42, self.time_received.as_bytes());
+        put_nonempty(&mut out, 5330, &self.publisher);
+        put_int(&mut out, 6216, self.ttl.into());
+        out
     }
-}
-
-fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn bytes_len(tag_len: usize, n: usize) -> usize {
-    tag_len + varint_len(n as u64) + n
-}
-
-impl WirePeer {
-    fn len(&self) -> usize {
-        let mut n = if self.id.is_empty() {
-            0
-        } else {
-            bytes_len(1, self.id.len())
-        };
-        n += self
-            .addrs
-            .iter()
-            .map(|a| bytes_len(1, a.len()))
-            .sum::<usize>();
-        if self.connection.0 != 0 {
-            n += 1 + varint_len(i64::from(self.connection.0) as u64);
-        }
-        n
-    }
-}
-
-impl WireRecord {
-    fn len(&self) -> usize {
-        let opt = |tag_len: usize, b: &[u8]| {
-            if b.is_empty() {
-                0
-            } else {
-                bytes_len(tag_len, b.len())
-            }
-        };
-        opt(1, &self.key)
-            + opt(1, &self.value)
-            + opt(1, self.time_received.as_bytes())
-            + opt(2, &self.publisher)
-            + if self.ttl == 0 {
-                0
-            } else {
-                2 + varint_len(u64::from(self.ttl))
-            }
-    }
-}
-
-/// Writes a nested message in place (length first, no intermediate buffer).
-fn put_nested(out: &mut Vec<u8>, tag: u64, len: usize, f: impl FnOnce(&mut Vec<u8>)) {
-    put_varint(out, tag);
-    put_varint(out, len as u64);
-    f(out);
 }
 
 impl Message {
@@ -230,44 +169,27 @@ impl Message {
     /// `closer_peers`. Byte-identical to [`Self::encode`] on the equivalent message; lets
     /// the routing table keep each entry pre-encoded.
     pub fn encode_with_raw_closer(&self, raw: &[(&[u8], bool)]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(
-            raw.iter().map(|(b, _)| 6 + b.len()).sum::<usize>()
-                + 16
-                + self.key.len()
-                + self.record.as_ref().map_or(0, |r| 4 + r.len())
-                + self
-                    .closer_peers
-                    .iter()
-                    .chain(&self.provider_peers)
-                    .map(|p| 4 + p.len())
-                    .sum::<usize>(),
-        );
-        if self.ty.0 != 0 {
-            put_int32(&mut out, 8, self.ty.0);
-        }
-        if self.cluster_level_raw != 0 {
-            put_int32(&mut out, 80, self.cluster_level_raw);
-        }
-        if !self.key.is_empty() {
-            put_bytes(&mut out, 18, &self.key);
-        }
+        let raw_len: usize = raw.iter().map(|(b, _)| b.len() + 6).sum();
+        let mut out = Vec::with_capacity(64 + self.key.len() + raw_len);
+        put_int(&mut out, 8, self.ty.0.into());
+        put_int(&mut out, 80, self.cluster_level_raw.into());
+        put_nonempty(&mut out, 18, &self.key);
         if let Some(r) = &self.record {
-            put_nested(&mut out, 26, r.len(), |o| r.encode_into(o));
+            put_bytes(&mut out, 26, &r.encode());
         }
         for (b, connected) in raw {
-            let extra = if *connected { 2 } else { 0 };
-            put_nested(&mut out, 66, b.len() + extra, |o| {
-                o.extend_from_slice(b);
-                if *connected {
-                    o.extend_from_slice(&[24, 1]);
-                }
-            });
+            put_varint(&mut out, 66);
+            put_varint(&mut out, (b.len() + 2 * usize::from(*connected)) as u64);
+            out.extend_from_slice(b);
+            if *connected {
+                out.extend_from_slice(&[24, 1]);
+            }
         }
         for p in &self.closer_peers {
-            put_nested(&mut out, 66, p.len(), |o| p.encode_into(o));
+            put_bytes(&mut out, 66, &p.encode());
         }
         for p in &self.provider_peers {
-            put_nested(&mut out, 74, p.len(), |o| p.encode_into(o));
+            put_bytes(&mut out, 74, &p.encode());
         }
         out
     }
@@ -361,10 +283,7 @@ impl<'a> Reader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        if n > self.0.len() {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, rest) = self.0.split_at(n);
+        let (head, rest) = self.0.split_at_checked(n).ok_or(DecodeError::Truncated)?;
         self.0 = rest;
         Ok(head)
     }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use libp2p_identity::{Keypair, PeerId};
-use msgnet_kad::iter::{ClosestPeersIter, DisjointPeersIter, IterConfig, Next};
+use msgnet_kad::iter::{ClosestPeersIter, IterConfig, Next};
 use msgnet_kad::key::KeyHash;
 use proptest::prelude::*;
 use std::collections::{HashSet, VecDeque};
@@ -182,7 +182,7 @@ fn disjoint_paths_never_share_a_peer() {
     let target = KeyHash::of(b"d");
     let by_distance = sorted(&all, &target);
     let start: Vec<PeerId> = by_distance.iter().rev().take(9).copied().collect();
-    let mut it = DisjointPeersIter::new(target, start, cfg(3, 20), 3);
+    let mut it = ClosestPeersIter::disjoint(target, start, cfg(3, 20), 3);
     let now = Instant::now();
     let mut queried = HashSet::new();
     let mut in_flight = VecDeque::new();
@@ -209,7 +209,7 @@ fn disjoint_paths_never_share_a_peer() {
             Next::Finished => break,
         }
     }
-    let result = it.result();
+    let result: Vec<PeerId> = it.result().into_iter().map(|(_, p)| p).collect();
     assert_eq!(result.len(), 20);
     assert!(result
         .windows(2)
