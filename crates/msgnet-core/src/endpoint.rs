@@ -5,7 +5,7 @@
 //! and the per-peer address book, and schedules transmissions round-robin over sessions
 //! that have something to send. It may call `session`, `crypto`, `wire`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,17 @@ pub struct Endpoint {
     pub(crate) out: VecDeque<(SocketAddr, Vec<u8>)>,
     dirty: VecDeque<u32>,
     dirty_set: HashSet<u32>,
+    /// The sessions' timers: `(Session::next_timeout, index)`, one entry per session that
+    /// has a deadline, so `poll_timeout` and `handle_timeout` need not visit every session.
+    timer_queue: BTreeSet<(Instant, u32)>,
+    /// Each session's entry in `timer_queue`.
+    timer_at: HashMap<u32, Instant>,
+    /// Sessions with queued message units. `handle_timeout` lets them look at their
+    /// pacing bucket at every timeout, as it did when it visited every session.
+    queued: BTreeSet<u32>,
+    /// Sessions changed during the current call, whose timer entries are brought up to
+    /// date before the call returns (`refresh_timers`). Emptied by every public call.
+    touched: Vec<u32>,
     pub(crate) stats: EndpointStats,
     /// Reassembly bytes reserved across sessions.
     pub(crate) reassembly_total: u64,
@@ -75,7 +86,12 @@ pub struct Endpoint {
 impl Endpoint {
     /// Creates an endpoint for `keypair`. `unix_now` is the wall-clock time (since the UNIX
     /// epoch) at `now`; it dates handshake initiations for replay protection.
-    pub fn new(config: EndpointConfig, keypair: &Keypair, now: Instant, unix_now: Duration) -> Self {
+    pub fn new(
+        config: EndpointConfig,
+        keypair: &Keypair,
+        now: Instant,
+        unix_now: Duration,
+    ) -> Self {
         let mut rng = ChaCha20Rng::from_seed(config.rng_seed);
         let identity = LocalIdentity::new(keypair.clone(), &mut rng);
         let cookies = CookieJar::new(&mut rng, now);
@@ -99,6 +115,10 @@ impl Endpoint {
             out: VecDeque::new(),
             dirty: VecDeque::new(),
             dirty_set: HashSet::new(),
+            timer_queue: BTreeSet::new(),
+            timer_at: HashMap::new(),
+            queued: BTreeSet::new(),
+            touched: Vec::new(),
             stats: EndpointStats::default(),
             reassembly_total: 0,
             next_session_id: 1,
@@ -163,9 +183,88 @@ impl Endpoint {
     }
 
     pub(crate) fn mark_dirty(&mut self, idx: u32) {
+        self.touch(idx);
         if self.dirty_set.insert(idx) {
             self.dirty.push_back(idx);
         }
+    }
+
+    /// Notes that session `idx` may have changed: its timer entry is recomputed before
+    /// the current public call returns.
+    pub(crate) fn touch(&mut self, idx: u32) {
+        if self.touched.last() != Some(&idx) {
+            self.touched.push(idx);
+        }
+    }
+
+    /// Brings the timer entries of the sessions touched since the last call up to date.
+    /// Every public method that may change a session ends with it, so that
+    /// [`Endpoint::poll_timeout`] (which takes `&self`) reads a current index.
+    fn refresh_timers(&mut self) {
+        if self.touched.is_empty() {
+            return;
+        }
+        let mut touched = std::mem::take(&mut self.touched);
+        touched.sort_unstable();
+        touched.dedup();
+        for &idx in &touched {
+            let (deadline, queued) = match self.sessions.get(&idx) {
+                Some(s) => (s.next_timeout(&self.config), s.has_queued()),
+                None => (None, false),
+            };
+            self.set_timer(idx, deadline);
+            if queued {
+                self.queued.insert(idx);
+            } else {
+                self.queued.remove(&idx);
+            }
+        }
+        touched.clear();
+        self.touched = touched;
+    }
+
+    fn set_timer(&mut self, idx: u32, deadline: Option<Instant>) {
+        let old = match deadline {
+            Some(t) => self.timer_at.insert(idx, t),
+            None => self.timer_at.remove(&idx),
+        };
+        if old == deadline {
+            return;
+        }
+        if let Some(o) = old {
+            self.timer_queue.remove(&(o, idx));
+        }
+        if let Some(t) = deadline {
+            self.timer_queue.insert((t, idx));
+        }
+    }
+
+    /// Debug builds: the timer index must agree with a scan of every session.
+    #[cfg(debug_assertions)]
+    fn check_timers(&self) {
+        let scan = self
+            .sessions
+            .values()
+            .filter_map(|s| s.next_timeout(&self.config))
+            .min();
+        assert_eq!(
+            self.timer_queue.first().map(|e| e.0),
+            scan,
+            "timer index out of date"
+        );
+        assert_eq!(self.timer_queue.len(), self.timer_at.len());
+        for (idx, s) in &self.sessions {
+            assert_eq!(
+                self.timer_at.get(idx).copied(),
+                s.next_timeout(&self.config),
+                "session {idx}"
+            );
+            assert_eq!(self.queued.contains(idx), s.has_queued(), "session {idx}");
+        }
+        assert!(
+            self.touched.is_empty(),
+            "a public call returned without refreshing the timers of the sessions it changed"
+        );
     }
 
     pub(crate) fn alloc_index(&mut self) -> u32 {
@@ -188,14 +287,19 @@ impl Endpoint {
         self.by_id.insert(s.id, idx);
         self.peers.entry(s.peer).or_default().sessions.push(idx);
         self.sessions.insert(idx, s);
+        self.touch(idx);
     }
 
     /// Removes a session, failing what is pending on it with `err`.
     pub(crate) fn remove_session(&mut self, idx: u32, err: SendError) {
         self.handshakes.remove(&idx);
         self.initiations.retain(|_, v| *v != idx);
+        self.set_timer(idx, None);
+        self.queued.remove(&idx);
         let (sessions, mut ctx) = self.ctx();
-        let Some(mut s) = sessions.remove(&idx) else { return };
+        let Some(mut s) = sessions.remove(&idx) else {
+            return;
+        };
         s.fail_all(&mut ctx, &err);
         *ctx.reassembly_total = ctx.reassembly_total.saturating_sub(s.reassembly_bytes);
         self.by_id.remove(&s.id);
@@ -216,6 +320,11 @@ impl Endpoint {
     /// Feeds one received datagram. Anything malformed, unauthenticated, replayed or
     /// unexpected is dropped and counted in [`EndpointStats`] under its [`DropReason`].
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        self.handle_datagram_inner(now, from, data);
+        self.refresh_timers();
+    }
+
+    fn handle_datagram_inner(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
         self.stats.rx_datagrams += 1;
         self.stats.rx_bytes += data.len() as u64;
         if self.closed {
@@ -245,6 +354,9 @@ impl Endpoint {
         };
         let idx = hdr.receiver;
         let len = data.len() as u64;
+        if self.sessions.contains_key(&idx) {
+            self.touch(idx);
+        }
         let (sessions, mut ctx) = self.ctx();
         let Some(s) = sessions.get_mut(&idx) else {
             ctx.stats.drop_packet(DropReason::UnknownSession);
@@ -295,7 +407,10 @@ impl Endpoint {
             }
         }
         if let Some(reason) = closed {
-            self.remove_session(idx, SendError::SessionClosed(format!("closed by peer: {reason}")));
+            self.remove_session(
+                idx,
+                SendError::SessionClosed(format!("closed by peer: {reason}")),
+            );
             return;
         }
         // A driver may hand over a long batch of datagrams before it polls for output;
@@ -316,19 +431,33 @@ impl Endpoint {
     }
 
     /// Runs timers; call when the instant from [`Endpoint::poll_timeout`] has passed.
+    ///
+    /// Visits the sessions whose deadline has come, and those with queued messages (which
+    /// look at their pacing bucket), in index order. Any other session's timeout handling
+    /// and transmit poll would do nothing, so the outcome is that of visiting them all.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.handshake_timers(now);
-        let mut idxs: Vec<u32> = self.sessions.keys().copied().collect();
+        self.refresh_timers();
+        let mut idxs: Vec<u32> = self
+            .timer_queue
+            .range(..=(now, u32::MAX))
+            .map(|&(_, idx)| idx)
+            .chain(self.queued.iter().copied())
+            .collect();
         idxs.sort_unstable();
+        idxs.dedup();
         for idx in idxs {
             let (sessions, mut ctx) = self.ctx();
-            let Some(s) = sessions.get_mut(&idx) else { continue };
+            let Some(s) = sessions.get_mut(&idx) else {
+                continue;
+            };
             if let Some(err) = s.on_timeout(now, &mut ctx) {
                 self.remove_session(idx, err);
                 continue;
             }
             self.mark_dirty(idx);
         }
+        self.refresh_timers();
     }
 
     // ----- commands -----------------------------------------------------------------
@@ -343,7 +472,10 @@ impl Endpoint {
 
     /// Known addresses of `peer`.
     pub fn addresses(&self, peer: &PeerId) -> Vec<SocketAddr> {
-        self.peers.get(peer).map(|p| p.addrs.clone()).unwrap_or_default()
+        self.peers
+            .get(peer)
+            .map(|p| p.addrs.clone())
+            .unwrap_or_default()
     }
 
     /// Accepts messages for `protocol`. Returns false if it was registered already.
@@ -395,6 +527,20 @@ impl Endpoint {
         opts: SendOptions,
         kind: OutKind,
     ) -> Result<MessageId, SendError> {
+        let r = self.submit_inner(now, peer, protocol, payload, opts, kind);
+        self.refresh_timers();
+        r
+    }
+
+    fn submit_inner(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        protocol: &str,
+        payload: Bytes,
+        opts: SendOptions,
+        kind: OutKind,
+    ) -> Result<MessageId, SendError> {
         if self.closed {
             return Err(SendError::Closed);
         }
@@ -403,7 +549,10 @@ impl Endpoint {
         }
         let limit = self.max_message_size(opts.delivery);
         if payload.len() > limit {
-            return Err(SendError::MessageTooLarge { size: payload.len(), limit });
+            return Err(SendError::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
         }
         if peer == self.local_peer_id() {
             return Err(SendError::Unreachable("cannot send to self".into()));
@@ -425,7 +574,16 @@ impl Endpoint {
         {
             return Err(SendError::Backpressure);
         }
-        s.enqueue(Some(id), Arc::from(protocol), kind, opts.delivery, payload, opts.early_data, deadline, frag)?;
+        s.enqueue(
+            Some(id),
+            Arc::from(protocol),
+            kind,
+            opts.delivery,
+            payload,
+            opts.early_data,
+            deadline,
+            frag,
+        )?;
         self.next_message_id += 1;
         self.mark_dirty(idx);
         Ok(id)
@@ -459,10 +617,27 @@ impl Endpoint {
         request: &InboundRequest,
         result: Result<Bytes, (u8, String)>,
     ) -> Result<(), SendError> {
-        let _ = now;
-        let idx = *self.by_id.get(&request.session).ok_or(SendError::UnknownRequest)?;
+        let r = self.respond_inner(now, request, result);
+        self.refresh_timers();
+        r
+    }
+
+    fn respond_inner(
+        &mut self,
+        now: Instant,
+        request: &InboundRequest,
+        result: Result<Bytes, (u8, String)>,
+    ) -> Result<(), SendError> {
+        let idx = *self
+            .by_id
+            .get(&request.session)
+            .ok_or(SendError::UnknownRequest)?;
         let deadline = now + self.config.send_timeout;
-        let s = self.sessions.get_mut(&idx).ok_or(SendError::UnknownRequest)?;
+        self.touch(idx);
+        let s = self
+            .sessions
+            .get_mut(&idx)
+            .ok_or(SendError::UnknownRequest)?;
         if !s.inbound_requests.remove(&request.request_id) {
             return Err(SendError::UnknownRequest);
         }
@@ -476,21 +651,42 @@ impl Endpoint {
         };
         let limit = self.config.max_message_size;
         if payload.len() > limit {
-            return Err(SendError::MessageTooLarge { size: payload.len(), limit });
+            return Err(SendError::MessageTooLarge {
+                size: payload.len(),
+                limit,
+            });
         }
-        let s = self.sessions.get_mut(&idx).ok_or(SendError::UnknownRequest)?;
+        let s = self
+            .sessions
+            .get_mut(&idx)
+            .ok_or(SendError::UnknownRequest)?;
         let frag = Self::frag_sizes(&request.protocol, s.mtu);
-        s.enqueue(None, request.protocol.clone(), kind, crate::Delivery::Reliable, payload, true, deadline, frag)?;
+        s.enqueue(
+            None,
+            request.protocol.clone(),
+            kind,
+            crate::Delivery::Reliable,
+            payload,
+            true,
+            deadline,
+            frag,
+        )?;
         self.mark_dirty(idx);
         Ok(())
     }
 
     /// Forgets the caller of `send`/`request` `id` (no event will report it).
     pub fn cancel(&mut self, id: MessageId) {
-        for s in self.sessions.values_mut() {
+        let mut hit = None;
+        for (idx, s) in self.sessions.iter_mut() {
             if s.cancel(id) {
-                return;
+                hit = Some(*idx);
+                break;
             }
+        }
+        if let Some(idx) = hit {
+            self.touch(idx);
+            self.refresh_timers();
         }
     }
 
@@ -499,7 +695,11 @@ impl Endpoint {
         let mut v: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.sessions.iter().any(|i| self.sessions.get(i).is_some_and(Session::established)))
+            .filter(|(_, p)| {
+                p.sessions
+                    .iter()
+                    .any(|i| self.sessions.get(i).is_some_and(Session::established))
+            })
             .map(|(id, _)| *id)
             .collect();
         v.sort();
@@ -508,7 +708,9 @@ impl Endpoint {
 
     /// The sessions with `peer`.
     pub fn sessions(&self, peer: &PeerId) -> Vec<SessionInfo> {
-        let Some(p) = self.peers.get(peer) else { return Vec::new() };
+        let Some(p) = self.peers.get(peer) else {
+            return Vec::new();
+        };
         p.sessions
             .iter()
             .filter_map(|i| self.sessions.get(i))
@@ -530,11 +732,16 @@ impl Endpoint {
 
     /// Closes every session with `peer` (sending CLOSE); pending sends fail.
     pub fn close_peer(&mut self, now: Instant, peer: &PeerId) {
-        let idxs = self.peers.get(peer).map(|p| p.sessions.clone()).unwrap_or_default();
+        let idxs = self
+            .peers
+            .get(peer)
+            .map(|p| p.sessions.clone())
+            .unwrap_or_default();
         for idx in idxs {
             self.send_close(now, idx, "closed by peer");
             self.remove_session(idx, SendError::SessionClosed("closed locally".into()));
         }
+        self.refresh_timers();
     }
 
     /// Closes every session; later commands fail with [`SendError::Closed`].
@@ -546,11 +753,14 @@ impl Endpoint {
             self.remove_session(idx, SendError::Closed);
         }
         self.closed = true;
+        self.refresh_timers();
     }
 
     fn send_close(&mut self, now: Instant, idx: u32, reason: &str) {
         let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions.get_mut(&idx) else { return };
+        let Some(s) = sessions.get_mut(&idx) else {
+            return;
+        };
         let mut frame = Vec::new();
         Frame::Close { code: 0, reason }.encode(&mut frame);
         let mut buf = Vec::new();
@@ -565,28 +775,43 @@ impl Endpoint {
 
     /// The next datagram to send, written to the start of `buf` (cleared first).
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
+        let t = self.poll_transmit_inner(now, buf);
+        self.refresh_timers();
+        t
+    }
+
+    fn poll_transmit_inner(&mut self, now: Instant, buf: &mut Vec<u8>) -> Option<Transmit> {
         loop {
             if let Some((dst, pkt)) = self.out.pop_front() {
                 buf.clear();
                 buf.extend_from_slice(&pkt);
                 self.stats.tx_datagrams += 1;
                 self.stats.tx_bytes += pkt.len() as u64;
-                return Some(Transmit { destination: dst, size: pkt.len() });
+                return Some(Transmit {
+                    destination: dst,
+                    size: pkt.len(),
+                });
             }
             let idx = self.dirty.pop_front()?;
             self.dirty_set.remove(&idx);
+            self.touch(idx);
             if self.handshakes.contains_key(&idx) && self.handshake_transmit(now, idx) {
                 self.mark_dirty(idx);
                 continue;
             }
             let (sessions, mut ctx) = self.ctx();
-            let Some(s) = sessions.get_mut(&idx) else { continue };
+            let Some(s) = sessions.get_mut(&idx) else {
+                continue;
+            };
             if let Some(n) = s.build_data_packet(now, &mut ctx, buf) {
                 let dst = s.remote;
                 self.stats.tx_datagrams += 1;
                 self.stats.tx_bytes += n as u64;
                 self.mark_dirty(idx);
-                return Some(Transmit { destination: dst, size: n });
+                return Some(Transmit {
+                    destination: dst,
+                    size: n,
+                });
             }
         }
     }
@@ -597,44 +822,75 @@ impl Endpoint {
     }
 
     /// When [`Endpoint::handle_timeout`] must next be called.
+    ///
+    /// O(handshakes in progress): the sessions' deadlines are kept in an ordered index.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let mut t = self.handshake_next_timeout();
-        for s in self.sessions.values() {
-            if let Some(x) = s.next_timeout(&self.config) {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
+        #[cfg(debug_assertions)]
+        self.check_timers();
+        let t = self.handshake_next_timeout();
+        match (t, self.timer_queue.first()) {
+            (Some(a), Some(&(b, _))) => Some(a.min(b)),
+            (a, b) => a.or(b.map(|e| e.0)),
         }
-        t
     }
 }
 
 /// A handshake packet copied out of the receive buffer.
 pub(crate) enum OwnedHandshake {
-    Initiation { pattern: wire::Pattern, sender: u32, cookie: Option<[u8; 16]>, noise: Vec<u8> },
-    Response { receiver: u32, sender: u32, noise: Vec<u8> },
-    CookieReply { receiver: u32, cookie: [u8; 16] },
-    Finish { receiver: u32, noise: Vec<u8> },
+    Initiation {
+        pattern: wire::Pattern,
+        sender: u32,
+        cookie: Option<[u8; 16]>,
+        noise: Vec<u8>,
+    },
+    Response {
+        receiver: u32,
+        sender: u32,
+        noise: Vec<u8>,
+    },
+    CookieReply {
+        receiver: u32,
+        cookie: [u8; 16],
+    },
+    Finish {
+        receiver: u32,
+        noise: Vec<u8>,
+    },
     Other,
 }
 
 impl From<&Packet<'_>> for OwnedHandshake {
     fn from(p: &Packet<'_>) -> Self {
         match p {
-            Packet::Initiation { pattern, sender, cookie, noise, .. } => OwnedHandshake::Initiation {
+            Packet::Initiation {
+                pattern,
+                sender,
+                cookie,
+                noise,
+                ..
+            } => OwnedHandshake::Initiation {
                 pattern: *pattern,
                 sender: *sender,
                 cookie: *cookie,
                 noise: noise.to_vec(),
             },
-            Packet::Response { receiver, sender, noise } => {
-                OwnedHandshake::Response { receiver: *receiver, sender: *sender, noise: noise.to_vec() }
-            }
-            Packet::CookieReply { receiver, cookie } => {
-                OwnedHandshake::CookieReply { receiver: *receiver, cookie: *cookie }
-            }
-            Packet::Finish { receiver, noise } => {
-                OwnedHandshake::Finish { receiver: *receiver, noise: noise.to_vec() }
-            }
+            Packet::Response {
+                receiver,
+                sender,
+                noise,
+            } => OwnedHandshake::Response {
+                receiver: *receiver,
+                sender: *sender,
+                noise: noise.to_vec(),
+            },
+            Packet::CookieReply { receiver, cookie } => OwnedHandshake::CookieReply {
+                receiver: *receiver,
+                cookie: *cookie,
+            },
+            Packet::Finish { receiver, noise } => OwnedHandshake::Finish {
+                receiver: *receiver,
+                noise: noise.to_vec(),
+            },
             Packet::Data { .. } => OwnedHandshake::Other,
         }
     }

@@ -24,6 +24,10 @@ pub const STATIC_KEY_SIGNATURE_PREFIX: &[u8] = b"noise-libp2p-static-key:";
 /// Multihash code of the identity hash, used by `PeerId`s that embed their public key.
 const IDENTITY_MULTIHASH_CODE: u64 = 0x00;
 
+/// The protobuf encoding of an ed25519 `PublicKey` before the key bytes: `Type` (field 1)
+/// = `Ed25519` (1), `Data` (field 2) of 32 bytes.
+const ED25519_PUBLIC_KEY_PROTOBUF_PREFIX: [u8; 4] = [0x08, 0x01, 0x12, 0x20];
+
 /// Protobuf tag of `identity_key` (field 1, wire type 2).
 const TAG_IDENTITY_KEY: u8 = 0x0a;
 /// Protobuf tag of `identity_sig` (field 2, wire type 2).
@@ -33,7 +37,13 @@ const TAG_IDENTITY_SIG: u8 = 0x12;
 ///
 /// Returns `None` if the key does not decompress to a curve point or is of small order.
 pub fn x25519_public_from_ed25519(pk: &ed25519::PublicKey) -> Option<[u8; 32]> {
-    let point = CompressedEdwardsY(pk.to_bytes()).decompress()?;
+    x25519_public_from_ed25519_bytes(pk.to_bytes())
+}
+
+/// [`x25519_public_from_ed25519`] of a key's 32 bytes: `None` if they do not decompress
+/// to a curve point or the point is of small order.
+fn x25519_public_from_ed25519_bytes(pk: [u8; 32]) -> Option<[u8; 32]> {
+    let point = CompressedEdwardsY(pk).decompress()?;
     if point.is_small_order() {
         return None;
     }
@@ -64,6 +74,16 @@ pub fn x25519_static_of_peer(peer: &PeerId) -> Option<[u8; 32]> {
     let mh = peer.as_ref();
     if mh.code() != IDENTITY_MULTIHASH_CODE {
         return None;
+    }
+    // The canonical encoding (the one every libp2p implementation writes): convert the key
+    // bytes directly. Decoding them as a libp2p key would decompress the point once more
+    // for the same answer (the key decodes exactly when the point decompresses).
+    if let Some(key) = mh
+        .digest()
+        .strip_prefix(&ED25519_PUBLIC_KEY_PROTOBUF_PREFIX[..])
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+    {
+        return x25519_public_from_ed25519_bytes(key);
     }
     let key = PublicKey::try_decode_protobuf(mh.digest()).ok()?;
     let ed = key.try_into_ed25519().ok()?;

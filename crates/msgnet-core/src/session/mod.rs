@@ -668,6 +668,11 @@ impl Session {
         }
     }
 
+    /// Whether message units wait in the send queue.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// Whether an `Ordered` message is held (test and metrics aid).
     #[allow(dead_code)]
     pub(crate) fn held_messages(&self) -> usize {
