@@ -27,7 +27,8 @@ use super::Behaviour;
 #[derive(Debug, Default)]
 pub(super) struct Timeouts {
     deadlines: VecDeque<(Instant, MessageId)>,
-    /// Armed for a time no later than the front deadline (deadlines only grow).
+    /// Armed for a time no later than the front deadline (deadlines only grow); may stay
+    /// armed with no deadline queued.
     timer: Option<Delay>,
     /// Late responses of connections that closed, and of bridge requests.
     pub(super) late: u64,
@@ -73,14 +74,14 @@ impl Behaviour {
             if !expired.is_empty() {
                 self.expire(&expired);
             }
-            let Some(&(deadline, _)) = self.timeouts.deadlines.front() else {
-                self.timeouts.timer = None;
-                return;
-            };
-            let timer = self
-                .timeouts
-                .timer
-                .get_or_insert_with(|| Delay::new(deadline.saturating_duration_since(now)));
+            // The timer is left armed when the queue empties (it then fires early, at
+            // most once per `request_timeout`): arming one per request would cost a
+            // wake-up of the timer thread per request.
+            if self.timeouts.timer.is_none() {
+                let Some(&(deadline, _)) = self.timeouts.deadlines.front() else { return };
+                self.timeouts.timer = Some(Delay::new(deadline.saturating_duration_since(now)));
+            }
+            let Some(timer) = self.timeouts.timer.as_mut() else { return };
             if timer.poll_unpin(cx).is_pending() {
                 return;
             }
