@@ -9,8 +9,12 @@
 //! lookup succeeds when its result (the k = 20 closest peers that answered) holds the
 //! target, as in msgnet-kad's scale example.
 //!
+//! The simulator runs in windowed mode on all cores (`Sim::set_threads` with
+//! `std::thread::available_parallelism()`); `--threads N` overrides it, `--threads 0` is
+//! the sequential event loop. Any N ≥ 1 gives the same run (trace hash) for a seed.
+//!
 //! `cargo run --release -p msgnet-sim --example kad -- [--nodes 10000] [--lookups 1000]
-//! [--gone 0.2] [--seed 1] [--batch 100]`
+//! [--gone 0.2] [--seed 1] [--batch 100] [--threads N]`
 
 #[path = "../tests/kadnet/mod.rs"]
 mod kadnet;
@@ -21,7 +25,8 @@ use kadnet::{mean_median, KadNet, LookupReport, NetParams};
 use msgnet_sim::Sim;
 
 fn main() {
-    let mut params = NetParams { nodes: 10_000, ..NetParams::default() };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut params = NetParams { nodes: 10_000, threads, ..NetParams::default() };
     let (mut lookups, mut gone, mut batch) = (1000usize, 0.2f64, 100usize);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -32,12 +37,17 @@ fn main() {
             "--gone" => gone = num(&flag, &value),
             "--seed" => params.seed = num(&flag, &value),
             "--batch" => batch = num(&flag, &value),
+            "--threads" => params.threads = num(&flag, &value),
             _ => usage(&format!("unknown flag {flag}")),
         }
     }
     if params.nodes < 2 || !(0.0..0.9).contains(&gone) {
         usage("need at least 2 nodes and 0 <= gone < 0.9");
     }
+    let mode = match params.threads {
+        0 => "sequential".to_string(),
+        n => format!("windowed, {n} thread(s)"),
+    };
     let wall = Instant::now();
     let mut net = KadNet::new(params.clone());
     let created = wall.elapsed();
@@ -66,7 +76,12 @@ fn main() {
     let gone_r = net.lookups(lookups, batch);
     report(&format!("{:.0}% gone ({down} nodes down)", gone * 100.0), &gone_r, t);
     print_work(&net.sim, "at the end");
-    println!("trace hash {:016x}; total wall time {:.1?}", net.sim.trace_hash(), wall.elapsed());
+    println!(
+        "trace hash {:016x}; simulator {mode}, {} windows; total wall time {:.1?}",
+        net.sim.trace_hash(),
+        net.sim.windows(),
+        wall.elapsed()
+    );
 }
 
 fn num<T: std::str::FromStr>(flag: &str, value: &str) -> T {
@@ -74,7 +89,7 @@ fn num<T: std::str::FromStr>(flag: &str, value: &str) -> T {
 }
 
 fn usage(msg: &str) -> ! {
-    eprintln!("{msg}\nusage: kad [--nodes N] [--lookups N] [--gone F] [--seed N] [--batch N]");
+    eprintln!("{msg}\nusage: kad [--nodes N] [--lookups N] [--gone F] [--seed N] [--batch N] [--threads N]");
     std::process::exit(2)
 }
 

@@ -5,9 +5,12 @@
 //! (Gilbert-Elliott) loss, duplication and reordering, in the spirit of str0m's
 //! `netem` and quinn-proto's test `Pair`. No sockets, no sleeping, no real clock (one
 //! `Instant::now()` for the epoch), no global RNG: the same seed and the same calls
-//! give the same run, byte for byte, which [`Sim::trace_hash`] checks.
+//! give the same run, byte for byte, which [`Sim::trace_hash`] checks. By default the
+//! event loop is sequential; [`Sim::set_threads`] runs it in lookahead windows on
+//! several threads, with the same run for any thread count.
 //!
-//! - `sim`: [`Sim`], the event heap, routing and the public test API;
+//! - `sim`: [`Sim`], the event heap, routing and the public test API; `sim/window.rs`
+//!   the windowed (parallel) mode;
 //! - `link`: [`LinkParams`], [`Loss`], per-link state and counters;
 //! - `node`: [`Node`], its event log, counters and send/request outcome maps;
 //! - `service`: [`Service`], sans-IO protocols (Kademlia, pubsub, ...) hosted on nodes

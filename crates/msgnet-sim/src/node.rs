@@ -31,7 +31,9 @@ impl fmt::Display for NodeId {
 
 /// Answers an inbound request: `Some(bytes)` is sent back as the response, `None` leaves
 /// the request unanswered (the test may answer it with [`Sim::respond`](crate::Sim::respond)).
-pub type Responder = Box<dyn FnMut(&IncomingMessage) -> Option<Bytes>>;
+/// `Send`: in windowed mode ([`Sim::set_threads`](crate::Sim::set_threads)) nodes run on
+/// worker threads.
+pub type Responder = Box<dyn FnMut(&IncomingMessage) -> Option<Bytes> + Send>;
 
 /// What the simulator keeps of a node's events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -166,6 +168,16 @@ impl TimerSlot {
         Some((at, self.gen))
     }
 
+    /// The instant the timer is armed for, if armed.
+    pub(crate) fn armed(&self) -> Option<Duration> {
+        self.at
+    }
+
+    /// The generation of the armed entry (changes at every re-arm and disarm).
+    pub(crate) fn generation(&self) -> u64 {
+        self.gen
+    }
+
     /// A heap entry of generation `gen` came due: whether it is the armed one (then the
     /// timer is no longer armed).
     pub(crate) fn fire(&mut self, gen: u64) -> bool {
@@ -253,6 +265,48 @@ impl Node {
                 s.handle_timeout(now);
             }
         }
+    }
+
+    /// Drains everything the node has to say after an input at `now`: each transmit goes
+    /// to `sent` (destination, bytes) in the endpoint's order, events are recorded (the
+    /// auto-responder's and the services' answers can produce more transmits) and
+    /// service outputs go through the endpoint, until nothing is left. `buf` is scratch.
+    pub(crate) fn drain(&mut self, now: Instant, buf: &mut Vec<u8>, mut sent: impl FnMut(SocketAddr, &[u8])) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.ep.poll_transmit(now, buf) {
+                progressed = true;
+                self.counters.datagrams_out += 1;
+                let size = t.size.min(buf.len());
+                sent(t.destination, &buf[..size]);
+            }
+            while let Some(ev) = self.ep.poll_event() {
+                progressed = true;
+                self.record(now, ev);
+            }
+            progressed |= self.drain_services(now);
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// Re-arms the endpoint's timer, then the services' (if any), at virtual time `now`
+    /// (`epoch` is virtual time zero). Returns the heap entries (instant, generation)
+    /// to schedule: the endpoint's, then the services'.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn rearm_timers(
+        &mut self,
+        epoch: Instant,
+        now: Duration,
+    ) -> (Option<(Duration, u64)>, Option<(Duration, u64)>) {
+        let deadline = self.ep.poll_timeout().map(|t| t.saturating_duration_since(epoch));
+        let ep = self.timer.rearm(deadline, now, &mut self.counters.timer_spins);
+        if self.services.is_empty() {
+            return (ep, None);
+        }
+        let deadline = self.service_timeout().map(|t| t.saturating_duration_since(epoch));
+        (ep, self.svc_timer.rearm(deadline, now, &mut self.counters.service_timer_spins))
     }
 
     /// Puts every pending service output through the endpoint; refusals go straight back

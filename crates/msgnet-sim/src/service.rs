@@ -102,8 +102,10 @@ impl<T: Any> AsAny for T {
 
 /// A sans-IO protocol state machine hosted on a node. See the module docs for the call
 /// order. Every method takes the virtual `now`; a service must read no clock and use no
-/// global randomness, or runs stop being reproducible.
-pub trait Service: AsAny {
+/// global randomness, or runs stop being reproducible. `Send`: in windowed mode
+/// ([`Sim::set_threads`](crate::Sim::set_threads)) nodes run on worker threads, several
+/// nodes at once, so services of different nodes must not share mutable state.
+pub trait Service: AsAny + Send {
     /// The protocols this service handles; the simulator registers them on the node's
     /// endpoint when the service is added. A protocol belongs to at most one service of
     /// a node (the first added wins).

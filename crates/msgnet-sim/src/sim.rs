@@ -8,6 +8,11 @@
 //! (`node.rs`), and its timer re-armed. Timers are invalidated lazily: a node's
 //! `poll_timeout` is only asked again after that node got input, and stale heap entries
 //! are skipped by generation number, so idle nodes cost nothing.
+//!
+//! That is the sequential loop (the default). Windowed mode ([`Sim::set_threads`],
+//! `sim/window.rs`) takes every event before the earliest one plus the lookahead (the
+//! smallest link latency) at once, runs the nodes' events on worker threads and then
+//! routes what they sent in a canonical order: deterministic for any thread count.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -20,10 +25,12 @@ use msgnet_core::{Endpoint, EndpointConfig, InboundRequest, IncomingMessage, Mes
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::link::{Fate, LinkCounters, LinkParams, LinkState};
+use crate::link::{Fate, LinkCounters, LinkParams, LinkState, MAX_DELAY};
 use crate::node::{EventLog, Node, NodeId};
 use crate::service::Service;
 use crate::trace::{Mark, Trace, TraceRecord};
+
+mod window;
 
 /// The UNIX time every simulation starts at (2027-01-15), so handshake timestamps are
 /// the same in every run.
@@ -90,8 +97,19 @@ pub struct Sim {
     /// Nodes handed out by `node_mut` whose output has not been drained yet.
     touched: Vec<NodeId>,
     buf: Vec<u8>,
+    /// Sequential mode: one input's transmits (destination, start, length in `sent_bytes`).
+    sent: Vec<(SocketAddr, usize, usize)>,
+    sent_bytes: Vec<u8>,
     log: EventLog,
     steps: u64,
+    /// Worker threads of windowed mode; 0: sequential.
+    threads: usize,
+    /// The smallest delay of any link, once computed (`None` after a link change).
+    lookahead: Option<Duration>,
+    /// Windows run in windowed mode.
+    windows: u64,
+    /// Reused buffers of windowed mode.
+    win: window::Scratch,
 }
 
 impl std::fmt::Debug for Sim {
@@ -135,8 +153,14 @@ impl Sim {
             unroutable: 0,
             touched: Vec::new(),
             buf: Vec::with_capacity(2048),
+            sent: Vec::new(),
+            sent_bytes: Vec::new(),
             log: EventLog::Full,
             steps: 0,
+            threads: 0,
+            lookahead: None,
+            windows: 0,
+            win: window::Scratch::default(),
         }
     }
 
@@ -236,7 +260,7 @@ impl Sim {
     pub fn set_responder(
         &mut self,
         node: NodeId,
-        f: impl FnMut(&IncomingMessage) -> Option<Bytes> + 'static,
+        f: impl FnMut(&IncomingMessage) -> Option<Bytes> + Send + 'static,
     ) {
         self.nodes[node.0].responder = Some(Box::new(f));
     }
@@ -296,6 +320,7 @@ impl Sim {
 
     /// The parameters of every link without an override.
     pub fn set_default_link(&mut self, params: LinkParams) {
+        self.lookahead = None;
         self.default_link = params;
     }
 
@@ -310,11 +335,13 @@ impl Sim {
 
     /// Overrides the link from `a` to `b` (one direction).
     pub fn set_link(&mut self, a: NodeId, b: NodeId, params: LinkParams) {
+        self.lookahead = None;
         self.overrides.insert((a, b), params);
     }
 
     /// Removes the override of the link from `a` to `b`.
     pub fn clear_link(&mut self, a: NodeId, b: NodeId) {
+        self.lookahead = None;
         self.overrides.remove(&(a, b));
     }
 
@@ -348,6 +375,70 @@ impl Sim {
     /// The current virtual time as an `Instant` (for calling endpoint methods directly).
     pub fn instant(&self) -> Instant {
         self.epoch + self.now
+    }
+
+    /// Runs the event loop in windowed mode on `threads` worker threads (the calling
+    /// thread is one of them), or sequentially with 0 (the default).
+    ///
+    /// **Sequential** (0): one event at a time in (time, scheduling order), every
+    /// datagram routed as it is sent. **Windowed** (1 or more): conservative parallel
+    /// simulation with a lookahead window. The lookahead L is the smallest delay any
+    /// datagram can have on any link: the smallest `latency` of the default link and of
+    /// every override (jitter, reordering, the bandwidth queue and duplicates only add
+    /// delay). Repeatedly, with t0 the earliest scheduled event, every event before
+    /// t0 + L is taken at once: nothing sent in that window can arrive before its end,
+    /// so the nodes' events are independent and run on the workers, each node's in
+    /// (time, scheduling order), timers re-armed inside the window included. Then, on
+    /// the calling thread, what the nodes sent and delivered is put on the links and
+    /// into the trace in one canonical order (time, node, order within the node), so
+    /// the network's randomness never depends on thread scheduling: **the same seed
+    /// gives the same run, byte for byte, for any number of threads ≥ 1** (1 runs the
+    /// windows on the calling thread). It is not the sequential run (events of a
+    /// window are scheduled in another order), so a seed's trace hash differs between
+    /// 0 and ≥ 1. With a zero-latency link anywhere, L is 0 and the loop stays
+    /// sequential.
+    ///
+    /// In windowed mode, [`Sim::run_until`] checks its predicate between windows, and
+    /// auto-responders and services of different nodes run concurrently (they must not
+    /// share mutable state). [`Sim::step`] is always sequential. Windows also end at
+    /// the limit of [`Sim::run_until`] / [`Sim::run_for`], so the same seed *and the
+    /// same calls* give the same run (as in sequential mode).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
+    }
+
+    /// The worker threads of windowed mode (0: sequential).
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The lookahead of windowed mode: the smallest latency of the default link and of
+    /// every override (capped at [`MAX_DELAY`]). Zero keeps the loop sequential.
+    pub fn lookahead(&self) -> Duration {
+        self.overrides
+            .values()
+            .chain(std::iter::once(&self.default_link))
+            .map(|p| p.latency)
+            .min()
+            .unwrap_or(Duration::ZERO)
+            .min(MAX_DELAY)
+    }
+
+    /// [`Sim::lookahead`], computed again only after a link change.
+    fn cached_lookahead(&mut self) -> Duration {
+        match self.lookahead {
+            Some(l) => l,
+            None => {
+                let l = Sim::lookahead(self);
+                self.lookahead = Some(l);
+                l
+            }
+        }
+    }
+
+    /// Windows run in windowed mode so far.
+    pub fn windows(&self) -> u64 {
+        self.windows
     }
 
     /// Events processed so far (deliveries and timer firings, stale timers excluded).
@@ -425,7 +516,8 @@ impl Sim {
 
     // ----- the event loop -------------------------------------------------------------
 
-    /// Processes the next event. Returns false when nothing is scheduled.
+    /// Processes the next event, sequentially (whatever [`Sim::set_threads`] says).
+    /// Returns false when nothing is scheduled.
     pub fn step(&mut self) -> bool {
         self.flush_touched();
         let Some(Reverse(e)) = self.heap.pop() else { return false };
@@ -479,9 +571,13 @@ impl Sim {
         self.heap.peek().map(|Reverse(e)| e.at)
     }
 
-    /// Runs until `pred` holds (checked before every event) or `limit` of virtual time
-    /// has passed (at most ten years); returns whether `pred` held. On a time-out the
-    /// clock stands at the limit.
+    /// Runs until `pred` holds or `limit` of virtual time has passed (at most ten
+    /// years); returns whether `pred` held. On a time-out the clock stands at the limit.
+    ///
+    /// In sequential mode (the default) `pred` is checked before every event. In
+    /// windowed mode ([`Sim::set_threads`]) it is checked between windows: the run may
+    /// go on for up to one lookahead (the smallest link latency) of virtual time after
+    /// `pred` became true, and the clock then stands at the last event processed.
     pub fn run_until(&mut self, limit: Duration, mut pred: impl FnMut(&Sim) -> bool) -> bool {
         let end = self.now.saturating_add(limit.min(MAX_RUN));
         loop {
@@ -491,7 +587,12 @@ impl Sim {
             }
             match self.next_event_time() {
                 Some(t) if t <= end => {
-                    self.step();
+                    let lookahead = self.cached_lookahead();
+                    if self.threads == 0 || lookahead.is_zero() {
+                        self.step();
+                    } else {
+                        self.run_window(end, lookahead);
+                    }
                 }
                 _ => {
                     self.now = self.now.max(end);
@@ -519,52 +620,35 @@ impl Sim {
         self.heap.push(Reverse(Entry { at, seq: self.seq, kind }));
     }
 
-    /// Drains `id`'s transmits and events (answers can produce more transmits), then
-    /// re-arms its timer.
+    /// Drains `id`'s transmits and events (answers can produce more transmits) and
+    /// routes the transmits in the order the endpoint emitted them, then re-arms its
+    /// timers. (Routing after draining rather than in between changes nothing: routing
+    /// never touches an endpoint.)
     fn after_input(&mut self, id: NodeId) {
         let now = self.instant();
-        let mut buf = std::mem::take(&mut self.buf);
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.nodes[id.0].ep.poll_transmit(now, &mut buf) {
-                progressed = true;
-                self.nodes[id.0].counters.datagrams_out += 1;
-                let size = t.size.min(buf.len());
-                self.route(id, t.destination, &buf[..size]);
-            }
-            while let Some(ev) = self.nodes[id.0].ep.poll_event() {
-                progressed = true;
-                self.nodes[id.0].record(now, ev);
-            }
-            progressed |= self.nodes[id.0].drain_services(now);
-            if !progressed {
-                break;
-            }
+        let (mut buf, mut sent, mut bytes) =
+            (std::mem::take(&mut self.buf), std::mem::take(&mut self.sent), std::mem::take(&mut self.sent_bytes));
+        self.nodes[id.0].drain(now, &mut buf, |dst, data| {
+            sent.push((dst, bytes.len(), data.len()));
+            bytes.extend_from_slice(data);
+        });
+        for &(dst, start, len) in &sent {
+            self.route(id, dst, &bytes[start..start + len]);
         }
-        self.buf = buf;
+        sent.clear();
+        bytes.clear();
+        (self.buf, self.sent, self.sent_bytes) = (buf, sent, bytes);
         self.rearm(id);
-        self.rearm_services(id);
     }
 
-    /// As `rearm`, for the services' timer (nothing to do for nodes without services).
-    fn rearm_services(&mut self, id: NodeId) {
-        let (now, epoch) = (self.now, self.epoch);
-        let n = &mut self.nodes[id.0];
-        if n.services.is_empty() {
-            return;
-        }
-        let deadline = n.service_timeout().map(|t| t.saturating_duration_since(epoch));
-        if let Some((at, gen)) = n.svc_timer.rearm(deadline, now, &mut n.counters.service_timer_spins) {
-            self.push(at, Kind::ServiceTimer { node: id, gen });
-        }
-    }
-
+    /// Re-arms `id`'s endpoint timer and services' timer, scheduling new heap entries.
     fn rearm(&mut self, id: NodeId) {
-        let (now, epoch) = (self.now, self.epoch);
-        let n = &mut self.nodes[id.0];
-        let deadline = n.ep.poll_timeout().map(|t| t.saturating_duration_since(epoch));
-        if let Some((at, gen)) = n.timer.rearm(deadline, now, &mut n.counters.timer_spins) {
+        let (ep, svc) = self.nodes[id.0].rearm_timers(self.epoch, self.now);
+        if let Some((at, gen)) = ep {
             self.push(at, Kind::Timer { node: id, gen });
+        }
+        if let Some((at, gen)) = svc {
+            self.push(at, Kind::ServiceTimer { node: id, gen });
         }
     }
 
@@ -576,7 +660,12 @@ impl Sim {
 
     /// Puts one datagram from `from` on the link to its destination.
     fn route(&mut self, from: NodeId, dst: SocketAddr, data: &[u8]) {
-        let (digest, len, now) = (Trace::digest(data), data.len(), self.now);
+        self.route_digested(from, dst, data, Trace::digest(data));
+    }
+
+    /// [`Sim::route`] with the datagram's digest already computed (by a worker).
+    fn route_digested(&mut self, from: NodeId, dst: SocketAddr, data: &[u8], digest: u64) {
+        let (len, now) = (data.len(), self.now);
         let Some(&to) = self.by_addr.get(&dst) else {
             self.unroutable += 1;
             self.mark(Mark::Unroutable, from, usize::MAX, len, digest);

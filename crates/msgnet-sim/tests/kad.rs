@@ -16,7 +16,17 @@ const LOOKUPS: usize = 50;
 
 #[test]
 fn lookups_find_their_target_healthy_and_with_a_fifth_gone() {
-    let mut net = KadNet::new(NetParams { nodes: NODES, seed: 5, ..NetParams::default() });
+    lookups_find_their_target(0);
+}
+
+/// The same with the simulator in windowed mode on two threads.
+#[test]
+fn lookups_find_their_target_windowed() {
+    lookups_find_their_target(2);
+}
+
+fn lookups_find_their_target(threads: usize) {
+    let mut net = KadNet::new(NetParams { nodes: NODES, seed: 5, threads, ..NetParams::default() });
     assert_eq!(net.join_all(), 0, "every join lookup finishes");
     let tables: Vec<usize> = (0..NODES).map(|i| net.table_len(i)).collect();
     assert!(tables.iter().all(|&t| t >= 20), "every routing table holds at least k peers: {tables:?}");
@@ -61,4 +71,20 @@ fn kad_runs_are_deterministic() {
     let a = run(21);
     assert_eq!(a, run(21));
     assert_ne!(a.0, run(22).0);
+}
+
+/// Windowed mode: the same run (trace hash, lookup figures) for 1, 2 and 4 threads.
+#[test]
+fn kad_windowed_runs_are_the_same_for_any_thread_count() {
+    let run = |threads| {
+        let mut net = KadNet::new(NetParams { nodes: 40, seed: 21, threads, ..NetParams::default() });
+        assert_eq!(net.join_all(), 0);
+        let r = net.lookups(10, 5);
+        assert_eq!(r.found, 10);
+        (net.sim.trace_hash(), r.rounds, r.requests, net.join_requests, net.sim.windows())
+    };
+    let one = run(1);
+    assert!(one.4 > 100, "ran in windows: {}", one.4);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(4));
 }

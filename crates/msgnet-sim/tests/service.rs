@@ -1,7 +1,7 @@
 //! Hosted services: a small timer-driven service on several nodes, checked for what
 //! reaches it (messages, responses, outcomes, session changes, timers at the right
 //! virtual instants) and for determinism (same seed, same trace hash and same service
-//! state; another seed, another run).
+//! state; another seed, another run), in the sequential loop and in windowed mode.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -125,8 +125,10 @@ impl Service for Ticker {
 
 /// Four tickers on a lossy network, each ticking to the three others (addresses given
 /// by the service, not by `introduce`), plus one peer id nobody knows an address for.
-fn scenario(seed: u64) -> (Sim, Vec<NodeId>, PeerId) {
+/// `threads`: see `Sim::set_threads` (0: sequential).
+fn scenario(seed: u64, threads: usize) -> (Sim, Vec<NodeId>, PeerId) {
     let mut sim = Sim::new(seed);
+    sim.set_threads(threads);
     sim.set_trace_log(true);
     sim.set_default_link(LinkParams {
         latency: Duration::from_millis(20),
@@ -161,7 +163,19 @@ fn scenario(seed: u64) -> (Sim, Vec<NodeId>, PeerId) {
 
 #[test]
 fn service_messages_outcomes_and_timers() {
-    let (sim, n, nowhere) = scenario(3);
+    check_services(0);
+}
+
+/// The same in windowed mode: timers armed inside a window fire inside it, exactly on
+/// time.
+#[test]
+fn service_messages_outcomes_and_timers_windowed() {
+    check_services(2);
+}
+
+fn check_services(threads: usize) {
+    let (sim, n, nowhere) = scenario(3, threads);
+    assert_eq!(sim.windows() > 0, threads > 0);
     let epoch = sim.instant() - sim.now();
     for (i, &a) in n[..4].iter().enumerate() {
         let t = sim.service::<Ticker>(a).expect("hosted");
@@ -217,11 +231,20 @@ fn same_seed_same_run_with_services() {
             })
             .collect()
     };
-    let (a, na, _) = scenario(11);
-    let (b, nb, _) = scenario(11);
+    let (a, na, _) = scenario(11, 0);
+    let (b, nb, _) = scenario(11, 0);
     assert_eq!(a.trace_hash(), b.trace_hash());
     assert_eq!(a.trace_log(), b.trace_log());
     assert_eq!(state(&a, &na), state(&b, &nb));
-    let (c, _, _) = scenario(12);
+    let (c, _, _) = scenario(12, 0);
     assert_ne!(a.trace_hash(), c.trace_hash(), "another seed, another run");
+
+    // Windowed mode: the same run for any number of threads.
+    let (w1, n1, _) = scenario(11, 1);
+    for threads in [2, 4] {
+        let (w, nw, _) = scenario(11, threads);
+        assert_eq!(w1.trace_log(), w.trace_log(), "1 vs {threads} threads");
+        assert_eq!(w1.trace_hash(), w.trace_hash());
+        assert_eq!(state(&w1, &n1), state(&w, &nw), "1 vs {threads} threads");
+    }
 }

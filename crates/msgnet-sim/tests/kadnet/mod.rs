@@ -174,6 +174,9 @@ pub struct NetParams {
     pub known: usize,
     /// Largest group of nodes joining at once.
     pub max_batch: usize,
+    /// Worker threads of the simulator's windowed mode (`Sim::set_threads`; 0:
+    /// sequential).
+    pub threads: usize,
 }
 
 impl Default for NetParams {
@@ -184,6 +187,7 @@ impl Default for NetParams {
             latency: (Duration::from_millis(20), Duration::from_millis(80)),
             known: 3,
             max_batch: 500,
+            threads: 0,
         }
     }
 }
@@ -267,6 +271,7 @@ impl KadNet {
     pub fn new(params: NetParams) -> Self {
         let mut sim = Sim::new(params.seed);
         sim.set_event_log(EventLog::CountOnly);
+        sim.set_threads(params.threads);
         let (lo, hi) = params.latency;
         sim.set_default_link(LinkParams {
             latency: lo,

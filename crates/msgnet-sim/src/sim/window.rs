@@ -1,0 +1,415 @@
+//! Windowed mode: conservative parallel simulation with a lookahead window (see
+//! [`Sim::set_threads`]).
+//!
+//! This module owns one window: taking its events off the heap, grouping them by node,
+//! running each node's events on a worker (`run_node`: deliveries, timers, and timers
+//! re-armed inside the window), and replaying what the nodes did (deliveries, sends,
+//! new timers) on the calling thread in canonical order through `sim.rs`'s `route`,
+//! `mark`, `count` and `push`. Workers touch only their own nodes and their own
+//! [`Lane`]; the links, the network RNG, the trace and the heap are only touched by the
+//! replay, so nothing depends on thread scheduling.
+
+use std::cmp::Reverse;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Entry, Kind, Sim};
+use crate::node::{Node, NodeId};
+use crate::trace::{Mark, Trace};
+
+/// Chunks of work per thread and window: more than one, so a thread that drew cheap
+/// events (no handshake) takes more while another is busy.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// One event of a window, for the worker that runs its node.
+struct Work {
+    node: usize,
+    entry: Entry,
+    /// A delivery whose sender or receiver is down (decided when the window is taken,
+    /// where every node is visible; nodes only go down between windows).
+    dropped: bool,
+}
+
+/// Something a node did in a window, replayed on the calling thread.
+enum Rec {
+    /// A datagram from `from` was handed to the node.
+    Delivered {
+        from: NodeId,
+        len: usize,
+        digest: u64,
+    },
+    /// A datagram from `from` arrived while one of them was down.
+    Down {
+        from: NodeId,
+        len: usize,
+        digest: u64,
+    },
+    /// The node sent `len` bytes (at `start` in its lane's `bytes`, with this digest)
+    /// to `dst`.
+    Sent {
+        dst: SocketAddr,
+        start: usize,
+        len: usize,
+        digest: u64,
+    },
+    /// The endpoint's timer is armed for after the window.
+    Timer { at: Duration, gen: u64 },
+    /// The services' timer is armed for after the window.
+    ServiceTimer { at: Duration, gen: u64 },
+}
+
+/// A [`Rec`] at a virtual time, of a node.
+struct Out {
+    at: Duration,
+    node: usize,
+    rec: Rec,
+}
+
+/// One worker's output of a window (reused across windows).
+#[derive(Default)]
+struct Lane {
+    out: Vec<Out>,
+    bytes: Vec<u8>,
+    buf: Vec<u8>,
+    steps: u64,
+    last: Duration,
+}
+
+/// Buffers of windowed mode, reused across windows so that a window allocates little.
+#[derive(Default)]
+pub(super) struct Scratch {
+    work: Vec<Work>,
+    lanes: Vec<Lane>,
+    /// Replay order: (time, node, lane, index in the lane).
+    order: Vec<(Duration, usize, u32, u32)>,
+}
+
+/// The nodes `base..base + nodes.len()` and their events of this window.
+struct Chunk<'a> {
+    base: usize,
+    nodes: &'a mut [Node],
+    work: &'a mut [Work],
+}
+
+impl Sim {
+    /// Runs one window: every event before min(t0 + `lookahead`, `end` + 1 ns), t0 the
+    /// earliest scheduled event. `lookahead` must not exceed the smallest link delay.
+    pub(super) fn run_window(&mut self, end: Duration, lookahead: Duration) {
+        let Some(Reverse(first)) = self.heap.peek() else {
+            return;
+        };
+        let w_end = first
+            .at
+            .saturating_add(lookahead)
+            .min(end.saturating_add(Duration::from_nanos(1)));
+        let mut s = std::mem::take(&mut self.win);
+        while self.heap.peek().is_some_and(|Reverse(e)| e.at < w_end) {
+            let Some(Reverse(entry)) = self.heap.pop() else {
+                break;
+            };
+            let (node, dropped) = match &entry.kind {
+                Kind::Deliver { from, to, .. } => {
+                    (to.0, self.nodes[from.0].down || self.nodes[to.0].down)
+                }
+                Kind::Timer { node, .. } | Kind::ServiceTimer { node, .. } => (node.0, false),
+            };
+            s.work.push(Work {
+                node,
+                entry,
+                dropped,
+            });
+        }
+        s.work
+            .sort_unstable_by_key(|w| (w.node, w.entry.at, w.entry.seq));
+        self.windows += 1;
+
+        let threads = self.threads.max(1);
+        if s.lanes.len() < threads {
+            s.lanes.resize_with(threads, Lane::default);
+        }
+        let epoch = self.epoch;
+        {
+            let chunks = chunks(&mut self.nodes, &mut s.work, threads);
+            let lanes = &mut s.lanes[..threads];
+            if threads == 1 || chunks.len() == 1 {
+                for c in chunks {
+                    run_chunk(c, &mut lanes[0], epoch, w_end);
+                }
+            } else {
+                // No more threads than chunks (the calling thread takes one too).
+                let spawn = (threads - 1).min(chunks.len() - 1);
+                let queue = Mutex::new(chunks.into_iter());
+                let next = &|| queue.lock().unwrap_or_else(|p| p.into_inner()).next();
+                let (mine, others) = lanes.split_at_mut(1);
+                std::thread::scope(|scope| {
+                    for lane in others.iter_mut().take(spawn) {
+                        scope.spawn(move || {
+                            while let Some(c) = next() {
+                                run_chunk(c, lane, epoch, w_end);
+                            }
+                        });
+                    }
+                    while let Some(c) = next() {
+                        run_chunk(c, &mut mine[0], epoch, w_end);
+                    }
+                });
+            }
+        }
+
+        // Replay in canonical order. A node's records are all in one lane, in the
+        // order they happened, so (time, node, lane, index) orders them the same way
+        // whatever the number of threads and the chunk each thread drew.
+        s.order.clear();
+        let mut last = self.now;
+        for (li, lane) in s.lanes.iter_mut().enumerate() {
+            for (i, o) in lane.out.iter().enumerate() {
+                s.order.push((o.at, o.node, li as u32, i as u32));
+            }
+            self.steps += std::mem::take(&mut lane.steps);
+            last = last.max(lane.last);
+        }
+        s.order.sort_unstable();
+        for &(at, node, li, i) in &s.order {
+            let lane = &s.lanes[li as usize];
+            let id = NodeId(node);
+            self.now = at;
+            match lane.out[i as usize].rec {
+                Rec::Delivered { from, len, digest } => {
+                    self.count(from, id, |c| {
+                        c.delivered += 1;
+                        c.bytes_delivered += len as u64;
+                    });
+                    self.mark(Mark::Delivered, from, node, len, digest);
+                }
+                Rec::Down { from, len, digest } => {
+                    self.count(from, id, |c| c.dropped_down += 1);
+                    self.mark(Mark::Down, from, node, len, digest);
+                }
+                Rec::Sent {
+                    dst,
+                    start,
+                    len,
+                    digest,
+                } => self.route_digested(id, dst, &lane.bytes[start..start + len], digest),
+                Rec::Timer { at, gen } => self.push(at, Kind::Timer { node: id, gen }),
+                Rec::ServiceTimer { at, gen } => {
+                    self.push(at, Kind::ServiceTimer { node: id, gen })
+                }
+            }
+        }
+        self.now = last;
+        for lane in &mut s.lanes {
+            lane.out.clear();
+            lane.bytes.clear();
+            lane.last = Duration::ZERO;
+        }
+        s.work.clear();
+        self.win = s;
+    }
+}
+
+/// Splits the window's events (sorted by node) and the nodes they belong to into
+/// chunks of about equal numbers of events, never splitting a node's events.
+fn chunks<'a>(nodes: &'a mut [Node], work: &'a mut [Work], threads: usize) -> Vec<Chunk<'a>> {
+    let per_chunk = (work.len() / (threads * CHUNKS_PER_THREAD)).max(1);
+    let mut out = Vec::new();
+    let (mut nodes, mut work, mut base) = (nodes, work, 0);
+    while !work.is_empty() {
+        let mut k = per_chunk.min(work.len());
+        while k < work.len() && work[k].node == work[k - 1].node {
+            k += 1;
+        }
+        let (lo, hi) = (work[0].node, work[k - 1].node + 1);
+        let (w, rest) = std::mem::take(&mut work).split_at_mut(k);
+        work = rest;
+        let (_, tail) = std::mem::take(&mut nodes).split_at_mut(lo - base);
+        let (n, tail) = tail.split_at_mut(hi - lo);
+        nodes = tail;
+        base = hi;
+        out.push(Chunk {
+            base: lo,
+            nodes: n,
+            work: w,
+        });
+    }
+    out
+}
+
+fn run_chunk(c: Chunk<'_>, lane: &mut Lane, epoch: Instant, w_end: Duration) {
+    let mut i = 0;
+    while i < c.work.len() {
+        let node = c.work[i].node;
+        let mut j = i + 1;
+        while j < c.work.len() && c.work[j].node == node {
+            j += 1;
+        }
+        run_node(
+            node,
+            &mut c.nodes[node - c.base],
+            &mut c.work[i..j],
+            lane,
+            epoch,
+            w_end,
+        );
+        i = j;
+    }
+}
+
+/// A timer of the node re-armed inside the window for before its end.
+#[derive(Clone, Copy)]
+struct Local {
+    at: Duration,
+    /// Order of arming, for two local timers at the same instant.
+    order: u64,
+    gen: u64,
+}
+
+/// Runs node `id`'s events of the window (sorted by time and scheduling order) and the
+/// timers it re-arms for before `w_end`, in time order; at equal times the events that
+/// were scheduled before the window come first, then local timers in arming order (as
+/// the sequential loop's sequence numbers would have it).
+fn run_node(
+    id: usize,
+    node: &mut Node,
+    work: &mut [Work],
+    lane: &mut Lane,
+    epoch: Instant,
+    w_end: Duration,
+) {
+    let gens = (node.timer.generation(), node.svc_timer.generation());
+    // Local timers: [endpoint, services].
+    let mut local: [Option<Local>; 2] = [None, None];
+    let mut order = 0u64;
+    let mut i = 0;
+    let mut now = Duration::ZERO;
+    loop {
+        let next_local = (0..2)
+            .filter_map(|k| local[k].map(|l| (l.at, l.order, k)))
+            .min();
+        let take_work = match (work.get(i), next_local) {
+            (Some(w), Some((at, _, _))) => w.entry.at <= at,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_work {
+            let w = &mut work[i];
+            i += 1;
+            now = w.entry.at;
+            let instant = epoch + now;
+            match &mut w.entry.kind {
+                Kind::Deliver {
+                    from,
+                    from_addr,
+                    data,
+                    digest,
+                    ..
+                } => {
+                    lane.steps += 1;
+                    let (from, len, digest) = (*from, data.len(), *digest);
+                    if w.dropped {
+                        lane.out.push(Out {
+                            at: now,
+                            node: id,
+                            rec: Rec::Down { from, len, digest },
+                        });
+                        continue;
+                    }
+                    lane.out.push(Out {
+                        at: now,
+                        node: id,
+                        rec: Rec::Delivered { from, len, digest },
+                    });
+                    node.counters.datagrams_in += 1;
+                    node.ep.handle_datagram(instant, *from_addr, data);
+                }
+                Kind::Timer { gen, .. } => {
+                    if !node.timer.fire(*gen) {
+                        continue;
+                    }
+                    lane.steps += 1;
+                    node.ep.handle_timeout(instant);
+                }
+                Kind::ServiceTimer { gen, .. } => {
+                    if !node.svc_timer.fire(*gen) {
+                        continue;
+                    }
+                    lane.steps += 1;
+                    node.service_timers(instant);
+                }
+            }
+        } else {
+            let Some((at, _, k)) = next_local else { break };
+            let Some(l) = local[k].take() else { break };
+            now = at;
+            let instant = epoch + now;
+            if k == 0 {
+                if !node.timer.fire(l.gen) {
+                    continue;
+                }
+                lane.steps += 1;
+                node.ep.handle_timeout(instant);
+            } else {
+                if !node.svc_timer.fire(l.gen) {
+                    continue;
+                }
+                lane.steps += 1;
+                node.service_timers(instant);
+            }
+        }
+        // After an input: drain, then re-arm.
+        let Lane {
+            out, bytes, buf, ..
+        } = &mut *lane;
+        node.drain(epoch + now, buf, |dst, data| {
+            let (start, len, digest) = (bytes.len(), data.len(), Trace::digest(data));
+            out.push(Out {
+                at: now,
+                node: id,
+                rec: Rec::Sent {
+                    dst,
+                    start,
+                    len,
+                    digest,
+                },
+            });
+            bytes.extend_from_slice(data);
+        });
+        let (ep, svc) = node.rearm_timers(epoch, now);
+        for (k, armed) in [ep, svc].into_iter().enumerate() {
+            if let Some((at, gen)) = armed {
+                if at < w_end {
+                    order += 1;
+                    local[k] = Some(Local { at, order, gen });
+                }
+            }
+        }
+    }
+    // Timers armed for after the window go on the heap, once per node and timer.
+    if node.timer.generation() != gens.0 {
+        if let Some(at) = node.timer.armed() {
+            lane.out.push(Out {
+                at: now,
+                node: id,
+                rec: Rec::Timer {
+                    at,
+                    gen: node.timer.generation(),
+                },
+            });
+        }
+    }
+    if node.svc_timer.generation() != gens.1 {
+        if let Some(at) = node.svc_timer.armed() {
+            lane.out.push(Out {
+                at: now,
+                node: id,
+                rec: Rec::ServiceTimer {
+                    at,
+                    gen: node.svc_timer.generation(),
+                },
+            });
+        }
+    }
+    lane.last = lane.last.max(now);
+}
