@@ -8,10 +8,10 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{listen, Node};
+use common::{listen, msgnet_swarm_with, Node};
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identify, noise, ping, tcp, yamux, Swarm};
+use libp2p::Swarm;
 use msgnet_libp2p::{Config, Event};
 
 /// Messages sent before the receiver reads anything: half of them [`BIG`] bytes, 13 MB
@@ -20,26 +20,7 @@ const MESSAGES: usize = 400;
 const BIG: usize = 64 * 1024;
 
 fn swarm(config: Config) -> Swarm<Node> {
-    libp2p::SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .expect("tcp")
-        .with_quic()
-        .with_behaviour(|key| Node {
-            msgnet: msgnet_libp2p::Behaviour::new(config),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/msgnet-test/1".into(),
-                key.public(),
-            )),
-            ping: ping::Behaviour::new(ping::Config::new()),
-        })
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build()
+    msgnet_swarm_with(config, Duration::from_secs(60))
 }
 
 fn payload(i: usize) -> Bytes {
@@ -147,22 +128,7 @@ async fn without_keep_alive_an_idle_connection_closes() {
         keep_alive: false,
         ..Config::default()
     };
-    let build = |config: Config| {
-        libp2p::SwarmBuilder::with_new_identity()
-            .with_tokio()
-            .with_quic()
-            .with_behaviour(|key| Node {
-                msgnet: msgnet_libp2p::Behaviour::new(config),
-                identify: identify::Behaviour::new(identify::Config::new(
-                    "/msgnet-test/1".into(),
-                    key.public(),
-                )),
-                ping: ping::Behaviour::new(ping::Config::new()),
-            })
-            .expect("behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(1)))
-            .build()
-    };
+    let build = |config: Config| msgnet_swarm_with(config, Duration::from_secs(1));
     let mut a = build(config.clone());
     let mut b = build(config);
     let addr = listen(&mut a, "/ip4/127.0.0.1/udp/0/quic-v1").await;

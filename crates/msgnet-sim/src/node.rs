@@ -189,6 +189,15 @@ impl TimerSlot {
     }
 }
 
+/// Which of a node's two timers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TimerKind {
+    /// The endpoint's (`Endpoint::poll_timeout`).
+    Endpoint,
+    /// The services' (the earliest `Service::poll_timeout`).
+    Services,
+}
+
 impl fmt::Debug for Node {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Node")
@@ -258,8 +267,26 @@ impl Node {
         self.services.iter().filter_map(|s| s.poll_timeout()).min()
     }
 
+    /// A heap entry of `which` timer, generation `gen`, came due at `now`: if it is the
+    /// armed one, runs it (the endpoint's `handle_timeout`, or the due services') and
+    /// returns true; a stale entry (re-armed or disarmed since) does nothing.
+    pub(crate) fn fire_timer(&mut self, which: TimerKind, gen: u64, now: Instant) -> bool {
+        match which {
+            TimerKind::Endpoint if self.timer.fire(gen) => self.ep.handle_timeout(now),
+            TimerKind::Services if self.svc_timer.fire(gen) => self.service_timers(now),
+            _ => return false,
+        }
+        true
+    }
+
+    /// Hands a datagram from `from` to the endpoint.
+    pub(crate) fn deliver(&mut self, now: Instant, from: SocketAddr, data: &mut [u8]) {
+        self.counters.datagrams_in += 1;
+        self.ep.handle_datagram(now, from, data);
+    }
+
     /// Runs the timers of the services whose deadline has come.
-    pub(crate) fn service_timers(&mut self, now: Instant) {
+    fn service_timers(&mut self, now: Instant) {
         for s in &mut self.services {
             if s.poll_timeout().is_some_and(|t| t <= now) {
                 s.handle_timeout(now);

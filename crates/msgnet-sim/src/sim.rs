@@ -26,7 +26,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use crate::link::{Fate, LinkCounters, LinkParams, LinkState, MAX_DELAY};
-use crate::node::{EventLog, Node, NodeId};
+use crate::node::{EventLog, Node, NodeId, TimerKind};
 use crate::service::Service;
 use crate::trace::{Mark, Trace, TraceRecord};
 
@@ -537,30 +537,19 @@ impl Sim {
                 });
                 self.mark(Mark::Delivered, from, to.0, data.len(), digest);
                 let now = self.instant();
-                let n = &mut self.nodes[to.0];
-                n.counters.datagrams_in += 1;
-                n.ep.handle_datagram(now, from_addr, &mut data);
+                self.nodes[to.0].deliver(now, from_addr, &mut data);
                 self.after_input(to);
             }
-            Kind::Timer { node, gen } => {
+            Kind::Timer { node, gen } | Kind::ServiceTimer { node, gen } => {
+                let which = match e.kind {
+                    Kind::Timer { .. } => TimerKind::Endpoint,
+                    _ => TimerKind::Services,
+                };
                 let now = self.instant();
-                let n = &mut self.nodes[node.0];
-                if !n.timer.fire(gen) {
-                    return true;
+                if self.nodes[node.0].fire_timer(which, gen, now) {
+                    self.steps += 1;
+                    self.after_input(node);
                 }
-                self.steps += 1;
-                n.ep.handle_timeout(now);
-                self.after_input(node);
-            }
-            Kind::ServiceTimer { node, gen } => {
-                let now = self.instant();
-                let n = &mut self.nodes[node.0];
-                if !n.svc_timer.fire(gen) {
-                    return true;
-                }
-                self.steps += 1;
-                n.service_timers(now);
-                self.after_input(node);
             }
         }
         true

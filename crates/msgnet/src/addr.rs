@@ -3,8 +3,6 @@
 //! The UDP transport's addresses are `/ip4/<ip>/udp/<port>` and `/ip6/<ip>/udp/<port>`,
 //! optionally followed by `/p2p/<peer id>` when they name a peer.
 
-use std::net::SocketAddr;
-
 use libp2p_identity::PeerId;
 use multiaddr::{Multiaddr, Protocol};
 
@@ -23,18 +21,6 @@ pub(crate) fn split_p2p(addr: &Multiaddr) -> Result<(PeerId, Multiaddr), HostErr
     }
 }
 
-/// Checks `addr` as an address of `peer` and converts it to a socket address: a trailing
-/// `/p2p/<id>` must name `peer`; the rest must be a UDP address.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(crate) fn peer_socket_addr(peer: &PeerId, addr: &Multiaddr) -> Result<SocketAddr, HostError> {
-    if let Some(Protocol::P2p(id)) = addr.iter().last() {
-        if id != *peer {
-            return Err(HostError::PeerIdMismatch);
-        }
-    }
-    multiaddr_to_socket(addr).ok_or_else(|| HostError::UnsupportedAddress(addr.clone()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,9 +31,8 @@ mod tests {
     }
 
     #[test]
-    fn split_p2p_and_peer_checks() {
+    fn split_p2p_checks() {
         let peer = Keypair::generate_ed25519().public().to_peer_id();
-        let other = Keypair::generate_ed25519().public().to_peer_id();
         let full = ma(&format!("/ip6/::1/udp/4001/p2p/{peer}"));
         let (p, transport) = split_p2p(&full).expect("has /p2p");
         assert_eq!(p, peer);
@@ -58,11 +43,5 @@ mod tests {
         ));
         assert!(matches!(split_p2p(&Multiaddr::empty()), Err(HostError::MissingPeerId(_))));
 
-        assert_eq!(peer_socket_addr(&peer, &full).expect("ok"), "[::1]:4001".parse().expect("a"));
-        assert!(matches!(peer_socket_addr(&other, &full), Err(HostError::PeerIdMismatch)));
-        assert!(matches!(
-            peer_socket_addr(&peer, &ma("/ip4/1.2.3.4/tcp/1")),
-            Err(HostError::UnsupportedAddress(_))
-        ));
     }
 }

@@ -45,11 +45,21 @@ fn addr_of(host: &Host, transport: Transport) -> Multiaddr {
         .unwrap_or_else(|| panic!("{transport} address in {:?}", host.listen_addrs()))
 }
 
+/// `host` answers every `/echo/1` request with its payload.
+fn spawn_echo(host: &Host) -> tokio::task::JoinHandle<()> {
+    let mut echo = host.handle("/echo/1").expect("handler");
+    tokio::spawn(async move {
+        while let Some(msg) = echo.recv().await {
+            let payload = msg.payload.clone();
+            let _ = msg.respond(payload);
+        }
+    })
+}
+
 /// `a` sends 1,000 messages and 200 requests to `b`; every one arrives once and every
 /// request is answered.
 async fn exchange(a: &Host, b: &Host) {
     let mut inbox = b.handle("/count/1").expect("handler");
-    let mut echo = b.handle("/echo/1").expect("handler");
     let receiver = tokio::spawn(async move {
         let mut seen = HashSet::new();
         while seen.len() < N_SENDS as usize {
@@ -59,12 +69,7 @@ async fn exchange(a: &Host, b: &Host) {
         }
         (seen, inbox)
     });
-    let echoer = tokio::spawn(async move {
-        while let Some(msg) = echo.recv().await {
-            let payload = msg.payload.clone();
-            let _ = msg.respond(payload);
-        }
-    });
+    let echoer = spawn_echo(b);
     let peer = b.local_peer_id();
     let results: Vec<Result<(), SendError>> = guard(
         "sends",
@@ -164,13 +169,7 @@ async fn responses_go_back_the_way_requests_came() {
     let a = host(&["/ip4/127.0.0.1/udp/0"]).await;
     let b = host(&ALL).await;
     a.add_address(b.local_peer_id(), addr_of(&b, Transport::Tcp)).expect("address");
-    let mut echo = b.handle("/echo/1").expect("handler");
-    tokio::spawn(async move {
-        while let Some(msg) = echo.recv().await {
-            let payload = msg.payload.clone();
-            let _ = msg.respond(payload);
-        }
-    });
+    spawn_echo(&b);
     let reply = guard("request", a.request(b.local_peer_id(), "/echo/1", "hi", GUARD)).await;
     assert_eq!(reply.expect("reply"), "hi".as_bytes());
     // And b reaches a back over that connection without any address of a.
@@ -249,13 +248,7 @@ async fn identify_info_is_reported() {
     let b = host(&["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).await;
     let mut events = a.events();
     a.add_address(b.local_peer_id(), addr_of(&b, Transport::Tcp)).expect("address");
-    let mut echo = b.handle("/echo/1").expect("handler");
-    tokio::spawn(async move {
-        while let Some(msg) = echo.recv().await {
-            let payload = msg.payload.clone();
-            let _ = msg.respond(payload);
-        }
-    });
+    spawn_echo(&b);
     guard("request", a.request(b.local_peer_id(), "/echo/1", b"hi".to_vec(), GUARD)).await.expect("answered");
     let (listen_addrs, protocols, agent) = guard("identify", async {
         loop {

@@ -397,12 +397,18 @@ fn baseline_swarm(t: Transport) -> anyhow::Result<Swarm<Baseline>> {
 
 // ---- the measurement ----
 
-/// Sets up a server and a client swarm of `make`, connects them, and measures.
-async fn measure<B: Side>(
+/// A server swarm of `make` answering in its own task, and a client swarm connected to it.
+struct Connected<B: NetworkBehaviour> {
+    client: Swarm<B>,
+    server_id: PeerId,
+    server_task: tokio::task::JoinHandle<()>,
+}
+
+/// Sets up a server and a client swarm of `make` and connects them.
+async fn connect<B: Side>(
     transport: Transport,
-    sizes: Sizes,
     make: fn(Transport) -> anyhow::Result<Swarm<B>>,
-) -> anyhow::Result<Figures>
+) -> anyhow::Result<Connected<B>>
 where
     <B as NetworkBehaviour>::ToSwarm: Send,
 {
@@ -436,10 +442,26 @@ where
             .context("no connection")?
         {
             SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server_id => break,
-            SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                server_task.abort();
+                bail!("dial: {error}")
+            }
             _ => {}
         }
     }
+    Ok(Connected { client, server_id, server_task })
+}
+
+/// Connects a fresh pair of swarms of `make` and measures.
+async fn measure<B: Side>(
+    transport: Transport,
+    sizes: Sizes,
+    make: fn(Transport) -> anyhow::Result<Swarm<B>>,
+) -> anyhow::Result<Figures>
+where
+    <B as NetworkBehaviour>::ToSwarm: Send,
+{
+    let Connected { mut client, server_id, server_task } = connect(transport, make).await?;
     let result = async {
         round_trips(&mut client, server_id, sizes.warmup).await.context("warm-up")?;
         let mut samples =
@@ -454,6 +476,70 @@ where
     .await;
     server_task.abort();
     result
+}
+
+/// Round trips of one side alone, for profiling (`examples/rtt_profile.rs`): `n` measured
+/// after `n / 10` of warm-up, with the process's CPU time and context switches over the
+/// measured ones (Linux `/proc`; zero elsewhere).
+pub async fn profile_round_trips(transport: Transport, msgnet: bool, n: usize) -> anyhow::Result<RoundTripProfile> {
+    async fn run<B: Side>(
+        transport: Transport,
+        make: fn(Transport) -> anyhow::Result<Swarm<B>>,
+        n: usize,
+    ) -> anyhow::Result<RoundTripProfile>
+    where
+        <B as NetworkBehaviour>::ToSwarm: Send,
+    {
+        let Connected { mut client, server_id, server_task } = connect(transport, make).await?;
+        let result = async {
+            round_trips(&mut client, server_id, n / 10).await.context("warm-up")?;
+            let before = process_usage();
+            let samples = round_trips(&mut client, server_id, n).await.context("round trips")?;
+            let after = process_usage();
+            Ok(RoundTripProfile {
+                samples,
+                cpu_ticks: after.0.saturating_sub(before.0),
+                context_switches: after.1.saturating_sub(before.1),
+            })
+        }
+        .await;
+        server_task.abort();
+        result
+    }
+    if msgnet {
+        run(transport, msgnet_swarm, n).await
+    } else {
+        run(transport, baseline_swarm, n).await
+    }
+}
+
+/// What [`profile_round_trips`] measured.
+#[derive(Debug, Clone)]
+pub struct RoundTripProfile {
+    /// Every measured round trip, in order.
+    pub samples: Vec<Duration>,
+    /// User + system CPU of the process over them, in clock ticks (`USER_HZ`, 100 on Linux).
+    pub cpu_ticks: u64,
+    /// Voluntary + involuntary context switches of all the process's threads over them.
+    pub context_switches: u64,
+}
+
+/// (user + system CPU ticks, context switches of every thread) of this process.
+fn process_usage() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    let ticks = field(11) + field(12);
+    let mut switches = 0;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    (ticks, switches)
 }
 
 /// Waits for the next completion on the client.

@@ -1,6 +1,6 @@
 //! In-memory network of `Kademlia` nodes wired by direct calls, with a virtual clock,
 //! seeded latency and optional random request failure. Shared by `tests/net.rs` and
-//! `examples/scale.rs` (included there with `#[path]`).
+//! `examples/kad_scale.rs` (included there with `#[path]`).
 #![allow(dead_code, clippy::unwrap_used)]
 
 use libp2p_identity::{Keypair, PeerId};

@@ -33,18 +33,23 @@ fn ping_config() -> ping::Config {
 }
 
 pub fn msgnet_swarm() -> Swarm<Node> {
+    msgnet_swarm_with(msgnet_libp2p::Config::default(), Duration::from_secs(60))
+}
+
+/// A msgnet node (TCP and QUIC) with this behaviour config and swarm idle timeout.
+pub fn msgnet_swarm_with(config: msgnet_libp2p::Config, idle: Duration) -> Swarm<Node> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .expect("tcp")
         .with_quic()
         .with_behaviour(|key| Node {
-            msgnet: msgnet_libp2p::Behaviour::new(msgnet_libp2p::Config::default()),
+            msgnet: msgnet_libp2p::Behaviour::new(config),
             identify: identify::Behaviour::new(identify::Config::new("/msgnet-test/1".into(), key.public())),
             ping: ping::Behaviour::new(ping_config()),
         })
         .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build()
 }
 

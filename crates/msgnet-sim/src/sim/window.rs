@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Entry, Kind, Sim};
-use crate::node::{Node, NodeId};
+use crate::node::{Node, NodeId, TimerKind};
 use crate::trace::{Mark, Trace};
 
 /// Chunks of work per thread and window: more than one, so a thread that drew cheap
@@ -321,42 +321,30 @@ fn run_node(
                         node: id,
                         rec: Rec::Delivered { from, len, digest },
                     });
-                    node.counters.datagrams_in += 1;
-                    node.ep.handle_datagram(instant, *from_addr, data);
+                    node.deliver(instant, *from_addr, data);
                 }
                 Kind::Timer { gen, .. } => {
-                    if !node.timer.fire(*gen) {
+                    if !node.fire_timer(TimerKind::Endpoint, *gen, instant) {
                         continue;
                     }
                     lane.steps += 1;
-                    node.ep.handle_timeout(instant);
                 }
                 Kind::ServiceTimer { gen, .. } => {
-                    if !node.svc_timer.fire(*gen) {
+                    if !node.fire_timer(TimerKind::Services, *gen, instant) {
                         continue;
                     }
                     lane.steps += 1;
-                    node.service_timers(instant);
                 }
             }
         } else {
             let Some((at, _, k)) = next_local else { break };
             let Some(l) = local[k].take() else { break };
             now = at;
-            let instant = epoch + now;
-            if k == 0 {
-                if !node.timer.fire(l.gen) {
-                    continue;
-                }
-                lane.steps += 1;
-                node.ep.handle_timeout(instant);
-            } else {
-                if !node.svc_timer.fire(l.gen) {
-                    continue;
-                }
-                lane.steps += 1;
-                node.service_timers(instant);
+            let which = if k == 0 { TimerKind::Endpoint } else { TimerKind::Services };
+            if !node.fire_timer(which, l.gen, epoch + now) {
+                continue;
             }
+            lane.steps += 1;
         }
         // After an input: drain, then re-arm.
         let Lane {

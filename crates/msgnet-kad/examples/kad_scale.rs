@@ -2,7 +2,7 @@
 //! random existing peer ids, then again with 20 % of the nodes silently gone. Prints the
 //! success rate, rounds and messages per lookup (median and p99).
 //!
-//! `cargo run --release -p msgnet-kad --example scale [nodes] [lookups]`
+//! `cargo run --release -p msgnet-kad --example kad_scale [nodes] [lookups]`
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
