@@ -4,23 +4,13 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
+use common::run_ok;
 
 #[test]
 fn bench_bulk_quick() {
-    let out = Command::new(BIN)
-        .args(["bench", "--bulk", "--quick", "--mib", "8"])
-        .output()
-        .expect("run msgnet");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "msgnet bench --bulk failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = run_ok(&["bench", "--bulk", "--quick", "--mib", "8"]);
     let figures: Vec<f64> = stdout
         .lines()
         .filter_map(|l| {

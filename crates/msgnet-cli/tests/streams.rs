@@ -5,9 +5,9 @@
 
 #![allow(missing_docs, clippy::unwrap_used)]
 
-use std::process::Command;
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_msgnet");
+use common::run_ok;
 
 /// The numbers following every `"key":` in `json`.
 fn numbers(json: &str, key: &str) -> Vec<f64> {
@@ -23,17 +23,7 @@ fn numbers(json: &str, key: &str) -> Vec<f64> {
 
 #[test]
 fn bench_streams_quick_json() {
-    let out = Command::new(BIN)
-        .args(["bench", "--streams", "--quick", "--json"])
-        .output()
-        .expect("run msgnet");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "msgnet bench --streams failed: {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
+    let stdout = run_ok(&["bench", "--streams", "--quick", "--json"]);
     assert!(stdout.contains("\"transport\":\"TCP+noise+yamux\""), "{stdout}");
     assert!(stdout.contains("\"transport\":\"QUIC\""), "{stdout}");
     // Two transports × (msgnet, baseline).

@@ -78,3 +78,17 @@ impl Drop for Running {
 pub fn run(args: &[&str]) -> Output {
     Command::new(BIN).args(args).stdin(Stdio::null()).output().expect("run msgnet")
 }
+
+/// Runs `msgnet ARGS` to completion, asserts it succeeded (printing its output if not),
+/// and returns its standard output.
+pub fn run_ok(args: &[&str]) -> String {
+    let out = run(args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "msgnet {args:?} failed: {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
