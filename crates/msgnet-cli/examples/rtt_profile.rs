@@ -2,9 +2,11 @@
 //! `msgnet bench --streams`, for one side at a time, so that context switches, syscalls
 //! and CPU can be counted per round trip.
 //!
-//! `cargo run --release -p msgnet-cli --example rtt_profile -- [msgnet|baseline] [quic|tcp] [N]`
+//! `cargo run --release -p msgnet-cli --example rtt_profile -- [msgnet|baseline] [quic|tcp] [N] [per-peer|per-peer-mt|shared]`
 //!
-//! Two swarms in one process on 127.0.0.1 (tokio multi-thread runtime, as the CLI), a
+//! Two swarms in one process on 127.0.0.1 (each on its own thread and single-threaded
+//! runtime with `per-peer`, the default; each on its own multi-thread runtime with
+//! `per-peer-mt`; with `shared` both on one multi-thread runtime; see [`Runtimes`]), a
 //! 64-byte request and a 64-byte response, one at a time: N round trips after N/10 of
 //! warm-up. Prints the median and p99, and the process's CPU time and context switches per
 //! measured round trip. `RTT_SLOW=1` also lists the round trips over 300 µs.
@@ -12,7 +14,7 @@
 use std::time::Duration;
 
 use msgnet_cli::bench::libp2p_baseline::Transport;
-use msgnet_cli::bench::streams::profile_round_trips;
+use msgnet_cli::bench::streams::{profile_round_trips, Runtimes};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -27,9 +29,15 @@ fn main() -> anyhow::Result<()> {
         other => anyhow::bail!("transport must be quic or tcp, not {other}"),
     };
     let n: usize = args.get(3).map_or(Ok(20_000), |v| v.parse())?;
+    let runtimes = match args.get(4).map_or("per-peer", String::as_str) {
+        "per-peer" => Runtimes::PerPeer,
+        "per-peer-mt" => Runtimes::PerPeerMultiThread,
+        "shared" => Runtimes::Shared,
+        other => anyhow::bail!("runtimes must be per-peer, per-peer-mt or shared, not {other}"),
+    };
     anyhow::ensure!(n > 0, "N must be at least 1");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut p = rt.block_on(profile_round_trips(transport, msgnet, n))?;
+    let mut p = rt.block_on(profile_round_trips(transport, msgnet, runtimes, n))?;
     if std::env::var_os("RTT_SLOW").is_some() {
         let slow: Vec<u128> =
             p.samples.iter().filter(|d| **d > Duration::from_micros(300)).map(Duration::as_micros).collect();

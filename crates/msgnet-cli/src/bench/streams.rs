@@ -2,8 +2,12 @@
 //! rust-libp2p 0.57 `request-response` (one stream per request), in the same run.
 //!
 //! Two `Swarm`s in one process on 127.0.0.1, one connection between them, once over
-//! TCP+noise+yamux and once over QUIC. On each connection, two behaviours are measured
-//! one after the other, each on a fresh pair of swarms:
+//! TCP+noise+yamux and once over QUIC, and all of it twice, with the two swarms placed on
+//! tokio runtimes two ways ([`Runtimes::ALL`]): each on its own thread with a
+//! single-threaded runtime (as two peers in two processes, each with a core to itself),
+//! and both on the caller's multi-thread runtime, sharing its workers. On each
+//! connection, two behaviours are measured one after the other, each on a fresh pair of
+//! swarms:
 //!
 //! - msgnet: [`msgnet_libp2p::Behaviour`]; the server handles [`ECHO`] (answers every
 //!   request with a 64-byte response) and [`SINK`] (one-way messages, acknowledged by the
@@ -20,7 +24,7 @@
 //! [`WINDOW`] requests outstanding (a new one is issued as each completes), from the
 //! first issued to the last completed; (c) the same for one-way 64-byte messages, counted
 //! when the sender learns they were delivered (SACK, or the empty response). The server
-//! swarm runs in its own task; the client swarm is driven by the measuring task.
+//! swarm answers in a loop of its own; the client swarm is driven by the measuring code.
 //!
 //! The window is 128: below QUIC's default stream limit (256 bidirectional streams per
 //! connection in libp2p-quic) and yamux's 256 unacknowledged streams, so the baseline is
@@ -94,6 +98,8 @@ pub struct Figures {
 pub struct Pairing {
     /// The transport.
     pub transport: Transport,
+    /// Where the two swarms ran.
+    pub runtimes: Runtimes,
     /// msgnet's long-lived stream.
     pub msgnet: Figures,
     /// rust-libp2p request-response.
@@ -122,27 +128,29 @@ impl Pairing {
     }
 }
 
-/// Everything measured: TCP first, then QUIC.
+/// Everything measured: per [`Runtimes`] (in [`Runtimes::ALL`] order), TCP then QUIC.
 #[derive(Debug, Clone)]
 pub struct StreamsReport {
     /// Run sizes.
     pub sizes: Sizes,
-    /// One entry per transport.
+    /// One entry per runtime arrangement and transport.
     pub pairings: Vec<Pairing>,
 }
 
-/// Run the whole benchmark.
+/// Run the whole benchmark: for each [`Runtimes`], TCP then QUIC.
 pub async fn run(quick: bool) -> anyhow::Result<StreamsReport> {
     let sizes = Sizes::new(quick);
     let mut pairings = Vec::new();
-    for transport in [Transport::TcpNoiseYamux, Transport::Quic] {
-        let msgnet = measure(transport, sizes, msgnet_swarm)
-            .await
-            .with_context(|| format!("msgnet over {}", name(transport)))?;
-        let baseline = measure(transport, sizes, baseline_swarm)
-            .await
-            .with_context(|| format!("request-response over {}", name(transport)))?;
-        pairings.push(Pairing { transport, msgnet, baseline });
+    for runtimes in Runtimes::ALL {
+        for transport in [Transport::TcpNoiseYamux, Transport::Quic] {
+            let msgnet = measure(transport, sizes, runtimes, msgnet_swarm)
+                .await
+                .with_context(|| format!("msgnet over {} ({})", name(transport), runtimes.name()))?;
+            let baseline = measure(transport, sizes, runtimes, baseline_swarm)
+                .await
+                .with_context(|| format!("request-response over {} ({})", name(transport), runtimes.name()))?;
+            pairings.push(Pairing { transport, runtimes, msgnet, baseline });
+        }
     }
     Ok(StreamsReport { sizes, pairings })
 }
@@ -397,25 +405,75 @@ fn baseline_swarm(t: Transport) -> anyhow::Result<Swarm<Baseline>> {
 
 // ---- the measurement ----
 
-/// A server swarm of `make` answering in its own task, and a client swarm connected to it.
-struct Connected<B: NetworkBehaviour> {
-    client: Swarm<B>,
-    server_id: PeerId,
-    server_task: tokio::task::JoinHandle<()>,
+/// Where the two swarms of a run are polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtimes {
+    /// Each swarm on its own OS thread with its own single-threaded tokio runtime, as two
+    /// peers in two processes would be: nothing of one peer waits for a worker thread
+    /// busy with the other, and a peer's tasks (swarm, connection, transport drivers)
+    /// hand work to each other without waking another thread.
+    PerPeer,
+    /// Each swarm on its own tokio multi-thread runtime (one worker per core), as two
+    /// processes with `#[tokio::main]` would be: on this machine's cores, twice as many
+    /// workers as cores.
+    PerPeerMultiThread,
+    /// Both swarms on the caller's tokio runtime (the CLI's: multi-thread, one worker per
+    /// core), sharing its worker threads; the server swarm is a spawned task.
+    Shared,
 }
 
-/// Sets up a server and a client swarm of `make` and connects them.
-async fn connect<B: Side>(
+impl Runtimes {
+    /// The arrangements `msgnet bench --streams` measures, in order. Not
+    /// [`PerPeerMultiThread`](Runtimes::PerPeerMultiThread): on a machine with fewer cores
+    /// than twice a runtime's workers it measures the oversubscription, not the peers
+    /// (`examples/rtt_profile.rs` runs it).
+    pub const ALL: [Runtimes; 2] = [Runtimes::PerPeer, Runtimes::Shared];
+
+    /// How the report names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtimes::PerPeer => "one single-threaded runtime per peer",
+            Runtimes::PerPeerMultiThread => "one multi-thread runtime per peer",
+            Runtimes::Shared => "both peers on one multi-thread runtime",
+        }
+    }
+}
+
+/// Runs the future `f` makes to completion on a new OS thread with its own tokio runtime
+/// (single-threaded, or multi-thread with one worker per core).
+async fn on_own_thread<T, F>(multi_thread: bool, f: impl FnOnce() -> F + Send + 'static) -> anyhow::Result<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new().name("bench-peer".into()).spawn(move || {
+        let mut builder = if multi_thread {
+            tokio::runtime::Builder::new_multi_thread()
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+        };
+        let result = builder
+            .enable_all()
+            .build()
+            .context("tokio runtime")
+            .and_then(|rt| rt.block_on(f()));
+        let _ = tx.send(result);
+    })?;
+    rx.await.map_err(|_| anyhow!("peer thread panicked"))?
+}
+
+/// The server side: a swarm of `make` listening on `transport`, which reports its peer id
+/// and address on `ready` and then answers until `stop` fires.
+async fn serve<B: Side>(
     transport: Transport,
     make: fn(Transport) -> anyhow::Result<Swarm<B>>,
-) -> anyhow::Result<Connected<B>>
-where
-    <B as NetworkBehaviour>::ToSwarm: Send,
-{
+    ready: tokio::sync::oneshot::Sender<(PeerId, Multiaddr)>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) -> anyhow::Result<()> {
     let mut server = make(transport)?;
     server.behaviour_mut().serve_setup();
     server.listen_on(listen_addr(transport)).context("listen")?;
-    let server_id = *server.local_peer_id();
     let addr = loop {
         match tokio::time::timeout(Duration::from_secs(10), server.select_next_some())
             .await
@@ -426,90 +484,125 @@ where
             _ => {}
         }
     };
-    let server_task = tokio::spawn(async move {
-        loop {
-            if let SwarmEvent::Behaviour(e) = server.select_next_some().await {
-                server.behaviour_mut().serve(e);
-            }
-        }
-    });
-
-    let mut client = make(transport)?;
-    client.dial(addr).context("dial")?;
+    let _ = ready.send((*server.local_peer_id(), addr));
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), client.select_next_some())
-            .await
-            .context("no connection")?
-        {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server_id => break,
-            SwarmEvent::OutgoingConnectionError { error, .. } => {
-                server_task.abort();
-                bail!("dial: {error}")
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            event = server.select_next_some() => {
+                if let SwarmEvent::Behaviour(e) = event {
+                    server.behaviour_mut().serve(e);
+                }
             }
-            _ => {}
         }
     }
-    Ok(Connected { client, server_id, server_task })
+}
+
+/// Starts a server swarm of `make`, connects a client swarm of `make` to it, runs `job` on
+/// the client, then stops both; where each runs is `runtimes`.
+async fn on_pair<B, T>(
+    transport: Transport,
+    make: fn(Transport) -> anyhow::Result<Swarm<B>>,
+    runtimes: Runtimes,
+    job: impl AsyncFnOnce(&mut Swarm<B>, PeerId) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T>
+where
+    B: Side,
+    <B as NetworkBehaviour>::ToSwarm: Send,
+    T: Send + 'static,
+{
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    let (stop, stop_rx) = tokio::sync::oneshot::channel();
+    let server = match runtimes {
+        Runtimes::Shared => tokio::spawn(serve(transport, make, ready_tx, stop_rx)),
+        own => tokio::spawn(on_own_thread(own == Runtimes::PerPeerMultiThread, move || {
+            serve(transport, make, ready_tx, stop_rx)
+        })),
+    };
+    let client = move || async move {
+        let Ok((server_id, addr)) = ready.await else {
+            return Err(anyhow!("the server stopped before listening"));
+        };
+        let mut client = make(transport)?;
+        client.dial(addr).context("dial")?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), client.select_next_some())
+                .await
+                .context("no connection")?
+            {
+                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server_id => break,
+                SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
+                _ => {}
+            }
+        }
+        job(&mut client, server_id).await
+    };
+    let result = match runtimes {
+        Runtimes::Shared => client().await,
+        own => on_own_thread(own == Runtimes::PerPeerMultiThread, client).await,
+    };
+    let _ = stop.send(());
+    let served = server.await.map_err(|e| anyhow!("server task: {e}"))?;
+    let result = result?;
+    served.context("server")?;
+    Ok(result)
 }
 
 /// Connects a fresh pair of swarms of `make` and measures.
 async fn measure<B: Side>(
     transport: Transport,
     sizes: Sizes,
+    runtimes: Runtimes,
     make: fn(Transport) -> anyhow::Result<Swarm<B>>,
 ) -> anyhow::Result<Figures>
 where
     <B as NetworkBehaviour>::ToSwarm: Send,
 {
-    let Connected { mut client, server_id, server_task } = connect(transport, make).await?;
-    let result = async {
-        round_trips(&mut client, server_id, sizes.warmup).await.context("warm-up")?;
-        let mut samples =
-            round_trips(&mut client, server_id, sizes.round_trips).await.context("round trips")?;
+    on_pair(transport, make, runtimes, async move |client: &mut Swarm<B>, server_id| {
+        round_trips(client, server_id, sizes.warmup).await.context("warm-up")?;
+        let mut samples = round_trips(client, server_id, sizes.round_trips).await.context("round trips")?;
         let rtt = median_p99(&mut samples);
-        let request_rate =
-            rate(&mut client, server_id, Kind::Request, sizes.requests).await.context("request rate")?;
-        let message_rate =
-            rate(&mut client, server_id, Kind::OneWay, sizes.messages).await.context("message rate")?;
+        let request_rate = rate(client, server_id, Kind::Request, sizes.requests).await.context("request rate")?;
+        let message_rate = rate(client, server_id, Kind::OneWay, sizes.messages).await.context("message rate")?;
         Ok(Figures { rtt, request_rate, message_rate })
-    }
-    .await;
-    server_task.abort();
-    result
+    })
+    .await
 }
 
 /// Round trips of one side alone, for profiling (`examples/rtt_profile.rs`): `n` measured
 /// after `n / 10` of warm-up, with the process's CPU time and context switches over the
 /// measured ones (Linux `/proc`; zero elsewhere).
-pub async fn profile_round_trips(transport: Transport, msgnet: bool, n: usize) -> anyhow::Result<RoundTripProfile> {
+pub async fn profile_round_trips(
+    transport: Transport,
+    msgnet: bool,
+    runtimes: Runtimes,
+    n: usize,
+) -> anyhow::Result<RoundTripProfile> {
     async fn run<B: Side>(
         transport: Transport,
         make: fn(Transport) -> anyhow::Result<Swarm<B>>,
+        runtimes: Runtimes,
         n: usize,
     ) -> anyhow::Result<RoundTripProfile>
     where
         <B as NetworkBehaviour>::ToSwarm: Send,
     {
-        let Connected { mut client, server_id, server_task } = connect(transport, make).await?;
-        let result = async {
-            round_trips(&mut client, server_id, n / 10).await.context("warm-up")?;
+        on_pair(transport, make, runtimes, async move |client: &mut Swarm<B>, server_id| {
+            round_trips(client, server_id, n / 10).await.context("warm-up")?;
             let before = process_usage();
-            let samples = round_trips(&mut client, server_id, n).await.context("round trips")?;
+            let samples = round_trips(client, server_id, n).await.context("round trips")?;
             let after = process_usage();
             Ok(RoundTripProfile {
                 samples,
                 cpu_ticks: after.0.saturating_sub(before.0),
                 context_switches: after.1.saturating_sub(before.1),
             })
-        }
-        .await;
-        server_task.abort();
-        result
+        })
+        .await
     }
     if msgnet {
-        run(transport, msgnet_swarm, n).await
+        run(transport, msgnet_swarm, runtimes, n).await
     } else {
-        run(transport, baseline_swarm, n).await
+        run(transport, baseline_swarm, runtimes, n).await
     }
 }
 
@@ -634,7 +727,7 @@ pub fn table(r: &StreamsReport, cores: usize, cpu: &str, date: &str, quick: bool
     );
     let _ = writeln!(t, "{:<40} {:>12} {:>12} {:>7} {:>8}", "", "msgnet", "baseline", "ratio", "target");
     for p in &r.pairings {
-        let _ = writeln!(t, "{}", name(p.transport));
+        let _ = writeln!(t, "{} ({})", name(p.transport), p.runtimes.name());
         let q = p.rtt_ratio();
         let _ = writeln!(
             t,
@@ -697,8 +790,13 @@ pub fn json(r: &StreamsReport, cores: usize, cpu: &str, date: &str, quick: bool)
         .iter()
         .map(|p| {
             format!(
-                "{{\"transport\":\"{}\",\"msgnet\":{},\"baseline\":{},\"ratio_rate\":{:.4},\"ratio_message_rate\":{:.4},\"ratio_rtt\":{:.4},\"ratio_rtt_p99\":{:.4}}}",
+                "{{\"transport\":\"{}\",\"runtimes\":\"{}\",\"msgnet\":{},\"baseline\":{},\"ratio_rate\":{:.4},\"ratio_message_rate\":{:.4},\"ratio_rtt\":{:.4},\"ratio_rtt_p99\":{:.4}}}",
                 name(p.transport),
+                match p.runtimes {
+                    Runtimes::PerPeer => "per_peer",
+                    Runtimes::PerPeerMultiThread => "per_peer_multi_thread",
+                    Runtimes::Shared => "shared",
+                },
                 fig(&p.msgnet),
                 fig(&p.baseline),
                 p.rate_ratio(),
