@@ -2,11 +2,12 @@
 //! `msgnet bench --streams`, for one side at a time, so that context switches, syscalls
 //! and CPU can be counted per round trip.
 //!
-//! `cargo run --release -p msgnet-cli --example rtt_profile -- [msgnet|baseline] [quic|tcp] [N] [per-peer|per-peer-mt|shared]`
+//! `cargo run --release -p msgnet-cli --example rtt_profile -- [msgnet|baseline] [quic|tcp] [N] [per-peer|per-peer-mt|tasks|main]`
 //!
 //! Two swarms in one process on 127.0.0.1 (each on its own thread and single-threaded
 //! runtime with `per-peer`, the default; each on its own multi-thread runtime with
-//! `per-peer-mt`; with `shared` both on one multi-thread runtime; see [`Runtimes`]), a
+//! `per-peer-mt`; with `tasks` both tasks of one multi-thread runtime; with `main` the
+//! client swarm on that runtime's main thread; see [`Runtimes`]), a
 //! 64-byte request and a 64-byte response, one at a time: N round trips after N/10 of
 //! warm-up. Prints the median and p99, and the process's CPU time and context switches per
 //! measured round trip. `RTT_SLOW=1` also lists the round trips over 300 µs.
@@ -32,8 +33,9 @@ fn main() -> anyhow::Result<()> {
     let runtimes = match args.get(4).map_or("per-peer", String::as_str) {
         "per-peer" => Runtimes::PerPeer,
         "per-peer-mt" => Runtimes::PerPeerMultiThread,
-        "shared" => Runtimes::Shared,
-        other => anyhow::bail!("runtimes must be per-peer, per-peer-mt or shared, not {other}"),
+        "tasks" => Runtimes::SharedTasks,
+        "main" => Runtimes::SharedMainThread,
+        other => anyhow::bail!("runtimes must be per-peer, per-peer-mt, tasks or main, not {other}"),
     };
     anyhow::ensure!(n > 0, "N must be at least 1");
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

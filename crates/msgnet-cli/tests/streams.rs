@@ -1,6 +1,6 @@
 //! `msgnet bench --streams` end to end: the binary runs small runs of msgnet's libp2p
 //! stream and of rust-libp2p request-response over TCP and QUIC, with the two peers on
-//! tokio runtimes two ways, and prints one JSON
+//! tokio runtimes three ways, and prints one JSON
 //! object. The figures themselves are not asserted (speed is the benchmark's business),
 //! only that every run completed and produced positive figures.
 
@@ -27,14 +27,14 @@ fn bench_streams_quick_json() {
     let stdout = run_ok(&["bench", "--streams", "--quick", "--json"]);
     assert!(stdout.contains("\"transport\":\"TCP+noise+yamux\""), "{stdout}");
     assert!(stdout.contains("\"transport\":\"QUIC\""), "{stdout}");
-    for runtimes in ["per_peer", "shared"] {
+    for runtimes in ["per_peer", "shared_tasks", "shared_main_thread"] {
         assert_eq!(stdout.matches(&format!("\"runtimes\":\"{runtimes}\"")).count(), 2, "{stdout}");
     }
-    // Two runtime arrangements × two transports × (msgnet, baseline).
+    // Three runtime arrangements × two transports × (msgnet, baseline).
     for key in ["rtt_median_us", "request_rate", "message_rate"] {
         let v = numbers(&stdout, key);
-        assert_eq!(v.len(), 8, "{key}: {stdout}");
+        assert_eq!(v.len(), 12, "{key}: {stdout}");
         assert!(v.iter().all(|x| x.is_finite() && *x > 0.0), "{key}: {v:?}");
     }
-    assert_eq!(numbers(&stdout, "ratio_rate").len(), 4, "{stdout}");
+    assert_eq!(numbers(&stdout, "ratio_rate").len(), 6, "{stdout}");
 }

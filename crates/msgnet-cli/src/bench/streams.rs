@@ -2,10 +2,11 @@
 //! rust-libp2p 0.57 `request-response` (one stream per request), in the same run.
 //!
 //! Two `Swarm`s in one process on 127.0.0.1, one connection between them, once over
-//! TCP+noise+yamux and once over QUIC, and all of it twice, with the two swarms placed on
-//! tokio runtimes two ways ([`Runtimes::ALL`]): each on its own thread with a
-//! single-threaded runtime (as two peers in two processes, each with a core to itself),
-//! and both on the caller's multi-thread runtime, sharing its workers. On each
+//! TCP+noise+yamux and once over QUIC, and all of it three times, with the two swarms
+//! placed on tokio runtimes three ways ([`Runtimes::ALL`]): each on its own thread with a
+//! single-threaded runtime (as two peers in two processes, each with a core to itself);
+//! both as tasks of the caller's multi-thread runtime, sharing its workers; and the same
+//! with the client swarm driven from the runtime's main thread instead of a task. On each
 //! connection, two behaviours are measured one after the other, each on a fresh pair of
 //! swarms:
 //!
@@ -417,9 +418,15 @@ pub enum Runtimes {
     /// processes with `#[tokio::main]` would be: on this machine's cores, twice as many
     /// workers as cores.
     PerPeerMultiThread,
-    /// Both swarms on the caller's tokio runtime (the CLI's: multi-thread, one worker per
-    /// core), sharing its worker threads; the server swarm is a spawned task.
-    Shared,
+    /// Both swarms as tasks of the caller's tokio runtime (the CLI's: multi-thread, one
+    /// worker per core), sharing its worker threads.
+    SharedTasks,
+    /// As [`SharedTasks`](Runtimes::SharedTasks), but the client swarm is driven by the
+    /// calling future itself, i.e. from the thread that blocks on the runtime (the CLI's
+    /// main thread, which is not one of its workers), as rust-libp2p's examples drive
+    /// their swarm from `main`: every hand-over between the client swarm and its
+    /// connection's tasks crosses threads.
+    SharedMainThread,
 }
 
 impl Runtimes {
@@ -427,14 +434,15 @@ impl Runtimes {
     /// [`PerPeerMultiThread`](Runtimes::PerPeerMultiThread): on a machine with fewer cores
     /// than twice a runtime's workers it measures the oversubscription, not the peers
     /// (`examples/rtt_profile.rs` runs it).
-    pub const ALL: [Runtimes; 2] = [Runtimes::PerPeer, Runtimes::Shared];
+    pub const ALL: [Runtimes; 3] = [Runtimes::PerPeer, Runtimes::SharedTasks, Runtimes::SharedMainThread];
 
     /// How the report names it.
     pub fn name(self) -> &'static str {
         match self {
             Runtimes::PerPeer => "one single-threaded runtime per peer",
             Runtimes::PerPeerMultiThread => "one multi-thread runtime per peer",
-            Runtimes::Shared => "both peers on one multi-thread runtime",
+            Runtimes::SharedTasks => "both peers tasks of one multi-thread runtime",
+            Runtimes::SharedMainThread => "one multi-thread runtime, client swarm on the main thread",
         }
     }
 }
@@ -499,21 +507,22 @@ async fn serve<B: Side>(
 
 /// Starts a server swarm of `make`, connects a client swarm of `make` to it, runs `job` on
 /// the client, then stops both; where each runs is `runtimes`.
-async fn on_pair<B, T>(
+async fn on_pair<B, T, F>(
     transport: Transport,
     make: fn(Transport) -> anyhow::Result<Swarm<B>>,
     runtimes: Runtimes,
-    job: impl AsyncFnOnce(&mut Swarm<B>, PeerId) -> anyhow::Result<T> + Send + 'static,
+    job: impl FnOnce(Swarm<B>, PeerId) -> F + Send + 'static,
 ) -> anyhow::Result<T>
 where
     B: Side,
     <B as NetworkBehaviour>::ToSwarm: Send,
     T: Send + 'static,
+    F: std::future::Future<Output = anyhow::Result<T>> + Send,
 {
     let (ready_tx, ready) = tokio::sync::oneshot::channel();
     let (stop, stop_rx) = tokio::sync::oneshot::channel();
     let server = match runtimes {
-        Runtimes::Shared => tokio::spawn(serve(transport, make, ready_tx, stop_rx)),
+        Runtimes::SharedTasks | Runtimes::SharedMainThread => tokio::spawn(serve(transport, make, ready_tx, stop_rx)),
         own => tokio::spawn(on_own_thread(own == Runtimes::PerPeerMultiThread, move || {
             serve(transport, make, ready_tx, stop_rx)
         })),
@@ -534,10 +543,11 @@ where
                 _ => {}
             }
         }
-        job(&mut client, server_id).await
+        job(client, server_id).await
     };
     let result = match runtimes {
-        Runtimes::Shared => client().await,
+        Runtimes::SharedTasks => tokio::spawn(client()).await.map_err(|e| anyhow!("client task: {e}")).and_then(|r| r),
+        Runtimes::SharedMainThread => client().await,
         own => on_own_thread(own == Runtimes::PerPeerMultiThread, client).await,
     };
     let _ = stop.send(());
@@ -557,7 +567,8 @@ async fn measure<B: Side>(
 where
     <B as NetworkBehaviour>::ToSwarm: Send,
 {
-    on_pair(transport, make, runtimes, async move |client: &mut Swarm<B>, server_id| {
+    on_pair(transport, make, runtimes, move |mut client: Swarm<B>, server_id| async move {
+        let client = &mut client;
         round_trips(client, server_id, sizes.warmup).await.context("warm-up")?;
         let mut samples = round_trips(client, server_id, sizes.round_trips).await.context("round trips")?;
         let rtt = median_p99(&mut samples);
@@ -586,7 +597,8 @@ pub async fn profile_round_trips(
     where
         <B as NetworkBehaviour>::ToSwarm: Send,
     {
-        on_pair(transport, make, runtimes, async move |client: &mut Swarm<B>, server_id| {
+        on_pair(transport, make, runtimes, move |mut client: Swarm<B>, server_id| async move {
+        let client = &mut client;
             round_trips(client, server_id, n / 10).await.context("warm-up")?;
             let before = process_usage();
             let samples = round_trips(client, server_id, n).await.context("round trips")?;
@@ -795,7 +807,8 @@ pub fn json(r: &StreamsReport, cores: usize, cpu: &str, date: &str, quick: bool)
                 match p.runtimes {
                     Runtimes::PerPeer => "per_peer",
                     Runtimes::PerPeerMultiThread => "per_peer_multi_thread",
-                    Runtimes::Shared => "shared",
+                    Runtimes::SharedTasks => "shared_tasks",
+                    Runtimes::SharedMainThread => "shared_main_thread",
                 },
                 fig(&p.msgnet),
                 fig(&p.baseline),

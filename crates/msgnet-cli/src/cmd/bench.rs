@@ -21,8 +21,8 @@
 //! `--streams` runs the libp2p stream benchmark instead ([`crate::bench::streams`]):
 //! 64-byte request/response round trip and rates over msgnet's long-lived
 //! `/msgnet/1.0.0` stream beside rust-libp2p `request-response`, over TCP and QUIC, with
-//! the two peers on their own single-threaded runtimes and on one shared multi-thread
-//! runtime.
+//! the two peers on their own single-threaded runtimes, as tasks of one multi-thread
+//! runtime, and with the client swarm on that runtime's main thread.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
