@@ -54,6 +54,10 @@
 //!   contacted us), else over libp2p connections as above. If the UDP handshake cannot
 //!   reach the peer and it has a libp2p connection or address, the send moves there.
 //!   Messages on different transports are not ordered with respect to each other.
+//! - **Delivery guarantees.** [`Behaviour::send_with`] and [`Behaviour::request_with`]
+//!   take [`SendOptions`]: over UDP the endpoint applies them as a `msgnet::Host` does
+//!   ([`Delivery::Unreliable`] datagrams, `Reliable`, `Ordered` per protocol; 0-RTT or
+//!   not); over a libp2p stream every message is reliable and in order anyway.
 //! - **Inbound.** UDP messages and requests arrive as the same [`Event::Message`]; their
 //!   [`SessionId`] has the [`UDP_SESSION`] bit set, and [`Behaviour::respond`] answers over
 //!   UDP. Outcomes are [`Event::SendComplete`] and [`Event::Response`], as on streams;
@@ -107,7 +111,7 @@ pub use behaviour::udp::{multiaddr_to_socket, socket_to_multiaddr, UdpError, UDP
 pub use behaviour::{core_peer_id, libp2p_peer_id, Behaviour};
 pub use msgnet_core::{DropReason, EndpointConfig, EndpointStats, SessionInfo};
 pub use msgnet_core::stream::{StreamConfig, PROTOCOL};
-pub use msgnet_core::{InboundRequest, IncomingMessage, MessageId, SendError, SessionId};
+pub use msgnet_core::{Delivery, InboundRequest, IncomingMessage, MessageId, SendError, SendOptions, SessionId};
 
 /// Settings of a [`Behaviour`].
 #[derive(Debug, Clone)]

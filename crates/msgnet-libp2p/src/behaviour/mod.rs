@@ -16,7 +16,7 @@ use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionId, DialError, NotifyHandler, ToSwarm};
 use libp2p::{Multiaddr, PeerId, StreamProtocol};
 use msgnet_core::stream::{StreamConn, PROTOCOL};
-use msgnet_core::{InboundRequest, MessageId, SendError, SessionId};
+use msgnet_core::{InboundRequest, MessageId, SendError, SendOptions, SessionId};
 
 use crate::handler::{FromBehaviour, Handler, HandlerConfig};
 use crate::{Config, Event};
@@ -62,6 +62,8 @@ struct Queued {
     protocol: Arc<str>,
     payload: Bytes,
     request: bool,
+    /// Used on UDP; a stream carries every message reliably and in order.
+    opts: SendOptions,
 }
 
 #[derive(Debug, Default)]
@@ -191,13 +193,44 @@ impl Behaviour {
     /// reached over UDP (falling back to libp2p if the UDP handshake cannot reach it and
     /// a libp2p connection or address exists); other peers over libp2p connections.
     pub fn send(&mut self, peer: PeerId, protocol: &str, payload: Bytes) -> Result<MessageId, SendError> {
-        self.submit(peer, protocol, payload, false)
+        self.submit(peer, protocol, payload, false, SendOptions::default())
+    }
+
+    /// Sends a one-way message with explicit [`SendOptions`] (delivery guarantee, 0-RTT
+    /// permission), as `msgnet::Host::send_with` does. Over UDP the
+    /// endpoint applies them as on a `Host` (an [`Unreliable`](msgnet_core::Delivery)
+    /// message completes once handed to the socket, an `Ordered` one is delivered in
+    /// order with the other `Ordered` messages of its protocol). Over a libp2p connection
+    /// every message is carried reliably and in order on the one stream, which meets every
+    /// guarantee; it completes when the peer acknowledged it. Otherwise as
+    /// [`Behaviour::send`].
+    pub fn send_with(
+        &mut self,
+        peer: PeerId,
+        protocol: &str,
+        payload: Bytes,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        self.submit(peer, protocol, payload, false, opts)
     }
 
     /// Sends a request; the response (or failure) arrives as [`Event::Response`]. Errors
     /// here are immediate refusals, as for [`Behaviour::send`].
     pub fn request(&mut self, peer: PeerId, protocol: &str, payload: Bytes) -> Result<MessageId, SendError> {
-        self.submit(peer, protocol, payload, true)
+        self.submit(peer, protocol, payload, true, SendOptions::default())
+    }
+
+    /// Sends a request with explicit [`SendOptions`]; see [`Behaviour::send_with`]. A
+    /// request is always carried reliably: `Unreliable` counts as `Reliable`, as on a
+    /// `Host`'s endpoint.
+    pub fn request_with(
+        &mut self,
+        peer: PeerId,
+        protocol: &str,
+        payload: Bytes,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
+        self.submit(peer, protocol, payload, true, opts)
     }
 
     /// Sends a one-way message on connection `c` only, which must be a ready msgnet
@@ -301,9 +334,16 @@ impl Behaviour {
         Ok(())
     }
 
-    fn submit(&mut self, peer: PeerId, protocol: &str, payload: Bytes, request: bool) -> Result<MessageId, SendError> {
+    fn submit(
+        &mut self,
+        peer: PeerId,
+        protocol: &str,
+        payload: Bytes,
+        request: bool,
+        opts: SendOptions,
+    ) -> Result<MessageId, SendError> {
         let (id, protocol) = self.admit(peer, protocol, payload.len(), request)?;
-        match self.udp_submit(peer, Queued { id, protocol, payload, request }) {
+        match self.udp_submit(peer, Queued { id, protocol, payload, request, opts }) {
             Ok(Some(q)) => self.route(peer, q),
             Ok(None) => {}
             Err(e) => {

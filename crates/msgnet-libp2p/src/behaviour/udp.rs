@@ -42,7 +42,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{FromSwarm, ToSwarm};
 use libp2p::{Multiaddr, PeerId};
 use msgnet_core::{
-    Endpoint, EndpointConfig, EndpointStats, InboundRequest, SendError, SendOptions, SessionId, SessionInfo,
+    Endpoint, EndpointConfig, EndpointStats, InboundRequest, SendError, SessionId, SessionInfo,
     Transmit,
 };
 use rand::RngCore;
@@ -393,7 +393,7 @@ impl Behaviour {
             return Ok(Some(q));
         }
         let now = Instant::now();
-        let opts = SendOptions::default();
+        let opts = q.opts;
         let r = if q.request {
             udp.endpoint.request(now, core, &q.protocol, q.payload.clone(), opts)
         } else {
