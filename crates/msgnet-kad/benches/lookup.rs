@@ -349,7 +349,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    let ids: Vec<PeerId> = (0..args.nodes).map(|i| keypair(1, i).public().to_peer_id()).collect();
+    let ids: Vec<PeerId> = (0..args.nodes)
+        .map(|i| keypair(1, i).public().to_peer_id())
+        .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let (mut m, mut l) = (Results::default(), Results::default());
     for j in 0..args.lookups {

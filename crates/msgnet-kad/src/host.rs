@@ -1,65 +1,52 @@
 //! [`Dht`]: the [`Kademlia`] state machine running on a [`msgnet::Host`] (feature `host`).
 //!
-//! A [`Dht`] is a cheap, cloneable handle onto one tokio task that owns the [`Kademlia`]
-//! and drives it with the host's message API on [`PROTOCOL`] only, so it talks to msgnet
-//! nodes (over UDP sessions or libp2p connections) and, through the host's stream bridge,
-//! to ordinary libp2p DHT nodes alike:
+//! A [`Dht`] is a cloneable handle onto one tokio task that owns the [`Kademlia`] and
+//! drives it with the host's message API on [`PROTOCOL`] only, so it talks to msgnet nodes
+//! and, through the host's stream bridge, to libp2p DHT nodes alike:
 //!
-//! - in [`Mode::Server`] the task registers the `/ipfs/kad/1.0.0` handler and answers every
-//!   inbound request with [`Kademlia::handle_request`]; the requester's address is taken
-//!   from [`Host::connections`] (a UDP session's or QUIC connection's remote address is the
-//!   peer's listen address; a TCP connection's is not, so TCP requesters are not learned
-//!   from their requests). In [`Mode::Client`] no handler is registered;
+//! - in [`Mode::Server`] the task registers the [`PROTOCOL`] handler and answers every
+//!   request with [`Kademlia::handle_request`]; the requester's address is taken from
+//!   [`Host::connections`] (UDP and QUIC remote addresses are listen addresses, TCP ones
+//!   are not, so TCP requesters are learned only when we query them ourselves);
 //! - every [`OutboundRequest`](crate::OutboundRequest) goes out with [`Host::request`]
-//!   (one-way ADD_PROVIDER with [`Host::send`]), after its addresses were given to the
-//!   host with [`Host::add_address`]; the response or failure goes back to
-//!   [`Kademlia::handle_response`];
-//! - a tokio timer follows [`Kademlia::poll_timeout`] → [`Kademlia::handle_timeout`];
-//! - commands from handles start queries; each command's future resolves with the query's
-//!   outcome. An ADD_PROVIDER query resolves once the host reports every announcement it
-//!   sent as acknowledged or failed, so that a short-lived process that announced and
-//!   exits has its record stored.
+//!   (one-way ADD_PROVIDER with [`Host::send`]) after its addresses were given to
+//!   [`Host::add_address`]; the outcome goes back to [`Kademlia::handle_response`];
+//! - a tokio timer follows [`Kademlia::poll_timeout`];
+//! - each command's future resolves with its query's outcome; ADD_PROVIDER once the host
+//!   acknowledged or failed every announcement, so a short-lived process has its record
+//!   stored before it exits.
 //!
-//! Queues: commands travel on a bounded channel ([`DhtConfig::command_queue`]); inbound
-//! requests waiting for their requester's address are at most
-//! [`DhtConfig::max_inbound`] (beyond it the task stops taking requests from the host,
-//! which then backpressures, see `msgnet`'s driver docs); outbound requests in flight are
-//! bounded by Kademlia's own limits ([`KadConfig::max_queries`] queries of α (or k)
-//! requests each, plus k stores); the addresses already handed to the host are remembered
-//! for at most [`ADDR_CACHE`] peers.
+//! A requester not yet in the routing table is learned only after it answered a probe
+//! (FIND_NODE of our id) on [`PROTOCOL`]: the host does not say which protocols a peer
+//! serves, and client-mode nodes answer nothing. A requester is probed only if its bucket
+//! could take it, and at most once per [`CHECK_AFTER`].
 //!
-//! The task ends when [`Dht::close`] is called or the last handle is dropped; the host
-//! stays open (close it separately; the task's clone of the [`Host`] keeps the host's
-//! driver running until then). Every waiting command then fails with [`DhtError::Closed`].
-//!
-//! A requester that is not in the routing table yet is learned only after it answered a
-//! request on [`PROTOCOL`] (FIND_NODE of our own id) (the host does not say which protocols a peer serves, so this
-//! probe keeps client-mode nodes, which answer nothing, out of routing tables). A requester
-//! is probed only if its bucket could take it, and at most once per
-//! [`CHECK_AFTER`]. A peer
-//! that asks us over TCP is learned only when we query it ourselves (its connection's
-//! address is not its listen address).
+//! Queues: commands ([`COMMAND_QUEUE`]); inbound requests waiting for their requester's
+//! address ([`MAX_INBOUND`]; beyond it the host backpressures); outbound requests (bounded
+//! by [`KadConfig::max_queries`]); addresses handed to the host ([`ADDR_CACHE`] peers).
+//! The task ends on [`Dht::close`] or when the last handle is dropped; waiting commands
+//! then fail with [`DhtError::Closed`]. The host stays open (close it separately).
 //!
 //! ```
 //! use msgnet::{Host, Keypair};
-//! use msgnet_kad::host::{Dht, DhtConfig};
-//! use msgnet_kad::Record;
+//! use msgnet_kad::host::Dht;
+//! use msgnet_kad::{KadConfig, Record};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let listen: msgnet::Multiaddr = "/ip4/127.0.0.1/udp/0".parse()?;
 //! let a = Host::builder(Keypair::generate_ed25519()).listen(listen.clone()).build().await?;
 //! let b = Host::builder(Keypair::generate_ed25519()).listen(listen).build().await?;
-//! let dht_a = Dht::new(&a, DhtConfig::default())?;
-//! let dht_b = Dht::new(&b, DhtConfig::default())?;
+//! let dht_a = Dht::new(&a, KadConfig::default())?;
+//! let dht_b = Dht::new(&b, KadConfig::default())?;
 //!
 //! // b joins through a.
 //! dht_b.add_address(a.local_peer_id(), a.listen_addrs()[0].clone()).await?;
 //! dht_b.bootstrap().await?;
 //!
-//! let put = dht_b.put_value(Record::new(b"/v/greeting".to_vec(), b"hello".to_vec())).await?;
+//! let put = dht_b.put_value(Record::new(b"/v/greeting".to_vec(), b"hello".to_vec()), 1).await?;
 //! assert_eq!(put.stored, 1);
-//! let got = dht_a.get_value(b"/v/greeting".to_vec()).await?;
+//! let got = dht_a.get_value(b"/v/greeting".to_vec(), 1).await?;
 //! assert_eq!(got.record.value, b"hello");
 //!
 //! dht_a.close().await;
@@ -92,6 +79,12 @@ use crate::{
 /// Most peers whose addresses the task remembers having given to the host.
 pub const ADDR_CACHE: usize = 4096;
 
+/// Bound of the command queue from handles to the task.
+pub const COMMAND_QUEUE: usize = 64;
+
+/// Most inbound requests waiting for their requester's address.
+pub const MAX_INBOUND: usize = 256;
+
 /// Most requesters probed at once (see `Task::answer`).
 const MAX_PROBES: usize = 64;
 
@@ -100,34 +93,6 @@ const PROBE_AGAIN: Duration = CHECK_AFTER;
 
 /// Error code of a request the service refused (malformed, invalid, client mode).
 const REFUSED_CODE: u8 = 2;
-
-/// Configuration of a [`Dht`].
-#[derive(Clone, Debug)]
-pub struct DhtConfig {
-    /// The Kademlia configuration ([`KadConfig::mode`] decides whether the handler is
-    /// registered). A zero [`KadConfig::rng_seed`] is replaced by one derived from the
-    /// host's peer id, so that nodes differ.
-    pub kad: KadConfig,
-    /// Our addresses as peers should dial them, sent in provider records and used by
-    /// peers that learn us. `None`: the host's listen addresses, except those with an
-    /// unspecified IP (`0.0.0.0`, `::`), which no peer can dial.
-    pub local_addrs: Option<Vec<Multiaddr>>,
-    /// Bound of the command queue from handles to the task (64).
-    pub command_queue: usize,
-    /// Inbound requests waiting for their requester's address (256).
-    pub max_inbound: usize,
-}
-
-impl Default for DhtConfig {
-    fn default() -> Self {
-        DhtConfig {
-            kad: KadConfig::default(),
-            local_addrs: None,
-            command_queue: 64,
-            max_inbound: 256,
-        }
-    }
-}
 
 /// Why a [`Dht`] call failed.
 #[derive(Debug, thiserror::Error)]
@@ -172,11 +137,13 @@ pub struct Bootstrapped {
     pub stats: QueryStats,
 }
 
-/// Outcome of [`Dht::find_node`].
+/// Outcome of [`Dht::find_node`] and [`Dht::get_providers`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct FoundPeers {
-    /// The k closest peers that answered, closest first.
+    /// `find_node`: the k closest peers that answered, closest first. `get_providers`: the
+    /// providers found (ourselves included if we provide the key), at most
+    /// [`KadConfig::max_providers_per_key`].
     pub peers: Vec<PeerInfo>,
     /// The lookup's counters.
     pub stats: QueryStats,
@@ -227,17 +194,6 @@ pub struct Provided {
     pub stats: QueryStats,
 }
 
-/// Outcome of [`Dht::get_providers`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct FoundProviders {
-    /// Providers found (ourselves included if we provide the key), at most
-    /// [`KadConfig::max_providers_per_key`].
-    pub providers: Vec<PeerInfo>,
-    /// The lookup's counters.
-    pub stats: QueryStats,
-}
-
 /// Node-wide figures, from [`Dht::stats`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -252,13 +208,9 @@ pub struct DhtStats {
     pub kad: KadStats,
 }
 
-/// What a finished query hands back to its command.
-struct Finished {
-    result: QueryResult,
-    stats: QueryStats,
-    /// ADD_PROVIDER: announcements acknowledged.
-    acked: usize,
-}
+/// What a finished query hands back to its command: its outcome, its counters and (for
+/// ADD_PROVIDER) how many announcements the host acknowledged.
+type Finished = (QueryResult, QueryStats, usize);
 
 type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
 
@@ -282,25 +234,18 @@ struct Waiter {
 #[derive(Clone, Debug)]
 pub struct Dht {
     tx: mpsc::Sender<Cmd>,
-    local: PeerId,
-    host: Host,
 }
 
 impl Dht {
-    /// Starts the DHT task on `host` (on the current tokio runtime). In server mode this
-    /// registers the [`PROTOCOL`] handler.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Host`] if the handler cannot be registered (another one exists, or the
+    /// Starts the DHT task on `host` (on the current tokio runtime). In server mode
+    /// ([`KadConfig::mode`]) this registers the [`PROTOCOL`] handler. A zero
+    /// [`KadConfig::rng_seed`] is replaced by one derived from the host's peer id, so that
+    /// nodes differ. Our addresses (sent in provider records, used by peers that learn us)
+    /// are the host's listen addresses except those with an unspecified IP (`0.0.0.0`,
+    /// `::`), which no peer can dial, until [`set_local_addrs`](Self::set_local_addrs).
+    /// Errors: [`DhtError::Host`] if the handler cannot be registered (another one exists, or the
     /// host is closed).
-    pub fn new(host: &Host, config: DhtConfig) -> Result<Dht, DhtError> {
-        let DhtConfig {
-            mut kad,
-            local_addrs,
-            command_queue,
-            max_inbound,
-        } = config;
+    pub fn new(host: &Host, mut kad: KadConfig) -> Result<Dht, DhtError> {
         let local = host.local_peer_id();
         if kad.rng_seed == 0 {
             let id = local.to_bytes();
@@ -314,14 +259,12 @@ impl Dht {
         };
         let mut kademlia = Kademlia::new(local, kad, Instant::now());
         let listen = host.listen_addrs().into_iter();
-        let addrs = local_addrs.unwrap_or_else(|| listen.filter(|a| !is_unspecified(a)).collect());
-        kademlia.set_local_addrs(addrs);
-        let (tx, rx) = mpsc::channel(command_queue.max(1));
+        kademlia.set_local_addrs(listen.filter(|a| !is_unspecified(a)).collect());
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let task = Task {
             kad: kademlia,
             host: host.clone(),
             incoming,
-            max_inbound: max_inbound.max(1),
             inbound: FuturesUnordered::new(),
             outbound: FuturesUnordered::new(),
             waiting: HashMap::new(),
@@ -331,29 +274,19 @@ impl Dht {
             closed: None,
         };
         tokio::spawn(task.run(rx));
-        Ok(Dht {
-            tx,
-            local,
-            host: host.clone(),
-        })
+        Ok(Dht { tx })
     }
 
-    /// Our peer id.
-    pub fn local_peer_id(&self) -> PeerId {
-        self.local
-    }
-
-    /// The host this DHT runs on.
-    pub fn host(&self) -> &Host {
-        &self.host
+    /// Our addresses as peers should dial them, sent in provider records and used by
+    /// peers that learn us (replacing the default of [`new`](Self::new)).
+    /// Errors: [`DhtError::Closed`].
+    pub async fn set_local_addrs(&self, addrs: Vec<Multiaddr>) -> Result<(), DhtError> {
+        self.call(|task| task.kad.set_local_addrs(addrs)).await
     }
 
     /// A known address of a DHT server (a bootstrap node): given to the host and to the
     /// routing table. `addr` may end in `/p2p/<peer>`.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Host`] if the host refuses the address; [`DhtError::Closed`].
+    /// Errors: [`DhtError::Host`] if the host refuses the address; [`DhtError::Closed`].
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), DhtError> {
         self.call(move |task| {
             task.host.add_address(peer, addr.clone())?;
@@ -368,10 +301,7 @@ impl Dht {
     }
 
     /// Adds a bootstrap node given as `<address>/p2p/<peer id>`; returns its peer id.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Host`] (with [`HostError::MissingPeerId`]) without `/p2p`; as
+    /// Errors: [`DhtError::Host`] (with [`HostError::MissingPeerId`]) without `/p2p`; as
     /// [`add_address`](Self::add_address).
     pub async fn add_bootstrap(&self, addr: &Multiaddr) -> Result<PeerId, DhtError> {
         let (peer, bare) = Host::dial_info(addr)?;
@@ -380,41 +310,32 @@ impl Dht {
     }
 
     /// Joins the DHT: looks up our own id, then refreshes every bucket.
-    ///
-    /// # Errors
-    ///
-    /// [`KadError::NoKnownPeers`] (as [`DhtError::Kad`]) without bootstrap addresses;
+    /// Errors: [`KadError::NoKnownPeers`] (as [`DhtError::Kad`]) without bootstrap addresses;
     /// [`DhtError::NotFound`] if no peer answered; [`DhtError::Closed`].
     pub async fn bootstrap(&self) -> Result<Bootstrapped, DhtError> {
-        let Finished { result, stats, .. } = self.query(|kad, now| kad.bootstrap(now)).await?;
-        match result {
-            QueryResult::Bootstrapped { table_size } if stats.success > 0 => {
+        match self.query(|kad, now| kad.bootstrap(now)).await? {
+            (QueryResult::Bootstrapped { table_size }, stats, _) if stats.success > 0 => {
                 Ok(Bootstrapped { table_size, stats })
             }
-            _ => Err(DhtError::NotFound { stats }),
+            (_, stats, _) => Err(DhtError::NotFound { stats }),
         }
     }
 
     /// Finds the k peers closest to `key` (any bytes; a peer id's bytes for a peer).
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::NotFound`] if no peer answered; [`DhtError::Kad`]; [`DhtError::Closed`].
+    /// Errors: [`DhtError::NotFound`] if no peer answered; [`DhtError::Kad`]; [`DhtError::Closed`].
     pub async fn find_node(&self, key: Vec<u8>) -> Result<FoundPeers, DhtError> {
-        let Finished { result, stats, .. } = self.query(|kad, now| kad.find_node(now, key)).await?;
-        match result {
-            QueryResult::FoundPeers(peers) if !peers.is_empty() => Ok(FoundPeers { peers, stats }),
-            _ => Err(DhtError::NotFound { stats }),
+        match self.query(|kad, now| kad.find_node(now, key)).await? {
+            (QueryResult::FoundPeers(peers), stats, _) if !peers.is_empty() => {
+                Ok(FoundPeers { peers, stats })
+            }
+            (_, stats, _) => Err(DhtError::NotFound { stats }),
         }
     }
 
     /// Finds `peer` and its addresses: a [`find_node`](Self::find_node) for its id that
     /// succeeds if the peer itself answered. The addresses are also given to the host, so
     /// the peer can be sent to right away.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::NotFound`] if the lookup did not reach the peer; as `find_node`.
+    /// Errors: [`DhtError::NotFound`] if the lookup did not reach the peer; as `find_node`.
     pub async fn find_peer(&self, peer: PeerId) -> Result<FoundPeer, DhtError> {
         let FoundPeers { peers, stats } = self.find_node(peer.to_bytes()).await?;
         match peers.into_iter().find(|p| p.peer == peer) {
@@ -423,127 +344,85 @@ impl Dht {
         }
     }
 
-    /// Finds the record under `key`; finishes at the first valid record (quorum 1).
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::NotFound`] if no peer returned a valid record; [`DhtError::Kad`];
-    /// [`DhtError::Closed`].
-    pub async fn get_value(&self, key: Vec<u8>) -> Result<FoundRecord, DhtError> {
-        self.get_value_with_quorum(key, 1).await
-    }
-
     /// Finds the record under `key`, asking until `quorum` peers (counting ourselves)
-    /// returned a valid one or the lookup ends; the validator picks the best.
-    ///
-    /// # Errors
-    ///
-    /// As [`get_value`](Self::get_value). Finding fewer than `quorum` copies is not an
-    /// error: see [`FoundRecord::quorum_met`].
-    pub async fn get_value_with_quorum(
-        &self,
-        key: Vec<u8>,
-        quorum: usize,
-    ) -> Result<FoundRecord, DhtError> {
+    /// returned a valid one or the lookup ends (quorum 1: the first valid record); the
+    /// validator picks the best.
+    /// Errors: [`DhtError::NotFound`] if no peer returned a valid record; [`DhtError::Kad`];
+    /// [`DhtError::Closed`]. Finding fewer than `quorum` copies is not an error: see
+    /// [`FoundRecord::quorum_met`].
+    pub async fn get_value(&self, key: Vec<u8>, quorum: usize) -> Result<FoundRecord, DhtError> {
         let get = move |kad: &mut Kademlia, now| kad.get_value(now, key, quorum);
-        let Finished { result, stats, .. } = self.query(get).await?;
-        match result {
-            QueryResult::FoundRecord {
-                record: Some(record),
-                quorum_met,
-            } => Ok(FoundRecord {
+        match self.query(get).await? {
+            (
+                QueryResult::FoundRecord {
+                    record: Some(record),
+                    quorum_met,
+                },
+                stats,
+                _,
+            ) => Ok(FoundRecord {
                 record,
                 quorum_met,
                 stats,
             }),
-            _ => Err(DhtError::NotFound { stats }),
+            (_, stats, _) => Err(DhtError::NotFound { stats }),
         }
     }
 
-    /// Stores `record` locally and on the k closest peers; succeeds once at least one of
-    /// them acknowledged. Resolves after every PUT_VALUE was answered or failed.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::QuorumFailed`] if no peer stored it; [`DhtError::Kad`] (invalid
+    /// Stores `record` locally and on the k closest peers; succeeds once at least
+    /// `quorum` (at least 1) of them acknowledged. Resolves after every PUT_VALUE was
+    /// answered or failed.
+    /// Errors: [`DhtError::QuorumFailed`] if fewer peers stored it; [`DhtError::Kad`] (invalid
     /// record, store full); [`DhtError::Closed`].
-    pub async fn put_value(&self, record: Record) -> Result<PutRecord, DhtError> {
-        self.put_value_with_quorum(record, 1).await
-    }
-
-    /// As [`put_value`](Self::put_value), requiring `quorum` acknowledgements.
-    ///
-    /// # Errors
-    ///
-    /// As [`put_value`](Self::put_value).
-    pub async fn put_value_with_quorum(
-        &self,
-        record: Record,
-        quorum: usize,
-    ) -> Result<PutRecord, DhtError> {
+    pub async fn put_value(&self, record: Record, quorum: usize) -> Result<PutRecord, DhtError> {
         let quorum = quorum.max(1);
         let put = move |kad: &mut Kademlia, now| kad.put_value(now, record, quorum);
-        let Finished { result, stats, .. } = self.query(put).await?;
-        let stored = match result {
-            QueryResult::PutValue { stored, .. } => stored,
-            _ => 0,
-        };
-        if stored < quorum {
-            return Err(DhtError::QuorumFailed {
+        let (result, stats, _) = self.query(put).await?;
+        match result {
+            QueryResult::PutValue { stored, .. } if stored >= quorum => {
+                Ok(PutRecord { stored, stats })
+            }
+            QueryResult::PutValue { stored, .. } => Err(DhtError::QuorumFailed {
                 stored,
                 quorum,
                 stats,
-            });
+            }),
+            _ => Err(DhtError::NotFound { stats }),
         }
-        Ok(PutRecord { stored, stats })
     }
 
     /// Announces us as a provider of `key` (for a CID: [`crate::provider_key`]) to the k
     /// closest peers; resolves once every announcement was acknowledged or failed, and
     /// succeeds if at least one was acknowledged. Re-announced every
     /// [`KadConfig::provider_republish_interval`] while the task runs.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::QuorumFailed`] if no peer acknowledged; [`DhtError::Kad`];
+    /// Errors: [`DhtError::QuorumFailed`] if no peer acknowledged; [`DhtError::Kad`];
     /// [`DhtError::Closed`].
     pub async fn start_providing(&self, key: Vec<u8>) -> Result<Provided, DhtError> {
-        let f = self.query(|kad, now| kad.add_provider(now, key)).await?;
-        match f.result {
-            QueryResult::AddProvider { sent } if f.acked > 0 => Ok(Provided {
-                sent,
-                acked: f.acked,
-                stats: f.stats,
-            }),
-            _ => Err(DhtError::QuorumFailed {
+        match self.query(|kad, now| kad.add_provider(now, key)).await? {
+            (QueryResult::AddProvider { sent }, stats, acked) if acked > 0 => {
+                Ok(Provided { sent, acked, stats })
+            }
+            (_, stats, _) => Err(DhtError::QuorumFailed {
                 stored: 0,
                 quorum: 1,
-                stats: f.stats,
+                stats,
             }),
         }
     }
 
     /// Finds providers of `key` (for a CID: [`crate::provider_key`]).
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::NotFound`] if none was found; [`DhtError::Kad`]; [`DhtError::Closed`].
-    pub async fn get_providers(&self, key: Vec<u8>) -> Result<FoundProviders, DhtError> {
-        let get = |kad: &mut Kademlia, now| kad.get_providers(now, key);
-        let Finished { result, stats, .. } = self.query(get).await?;
-        match result {
-            QueryResult::Providers(providers) if !providers.is_empty() => {
-                Ok(FoundProviders { providers, stats })
+    /// Errors: [`DhtError::NotFound`] if none was found; [`DhtError::Kad`]; [`DhtError::Closed`].
+    pub async fn get_providers(&self, key: Vec<u8>) -> Result<FoundPeers, DhtError> {
+        match self.query(|kad, now| kad.get_providers(now, key)).await? {
+            (QueryResult::Providers(peers), stats, _) if !peers.is_empty() => {
+                Ok(FoundPeers { peers, stats })
             }
-            _ => Err(DhtError::NotFound { stats }),
+            (_, stats, _) => Err(DhtError::NotFound { stats }),
         }
     }
 
     /// Node-wide figures (routing table size, running queries, counters).
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Closed`].
+    /// Errors: [`DhtError::Closed`].
     pub async fn stats(&self) -> Result<DhtStats, DhtError> {
         self.call(|task| DhtStats {
             table_size: task.kad.routing_table().len(),
@@ -554,28 +433,13 @@ impl Dht {
         .await
     }
 
-    /// Number of peers in the routing table.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Closed`].
-    pub async fn routing_table_size(&self) -> Result<usize, DhtError> {
-        Ok(self.stats().await?.table_size)
-    }
-
     /// The peers of the routing table with their addresses.
-    ///
-    /// # Errors
-    ///
-    /// [`DhtError::Closed`].
+    /// Errors: [`DhtError::Closed`].
     pub async fn routing_table(&self) -> Result<Vec<PeerInfo>, DhtError> {
         self.call(|task| {
             let entries = task.kad.routing_table().iter();
             entries
-                .map(|e| PeerInfo {
-                    peer: e.peer,
-                    addrs: e.addrs.clone(),
-                })
+                .map(|e| PeerInfo::new(e.peer, e.addrs.clone()))
                 .collect()
         })
         .await
@@ -658,7 +522,6 @@ struct Task {
     kad: Kademlia,
     host: Host,
     incoming: Option<Incoming>,
-    max_inbound: usize,
     /// Inbound messages waiting for their requester's addresses.
     inbound: FuturesUnordered<BoxFut<(IncomingMessage, Vec<Multiaddr>)>>,
     outbound: FuturesUnordered<BoxFut<Done>>,
@@ -686,7 +549,7 @@ impl Task {
             sleep
                 .as_mut()
                 .reset(deadline.map_or_else(parked, tokio::time::Instant::from_std));
-            let accept = self.inbound.len() < self.max_inbound;
+            let accept = self.inbound.len() < MAX_INBOUND;
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     Some(cmd) => cmd(&mut self),
@@ -733,10 +596,7 @@ impl Task {
     }
 
     /// Answers an inbound request. A requester already in the routing table is refreshed
-    /// with `addrs`; an unknown one is learned only once it answered a request on
-    /// [`PROTOCOL`] (a probe: FIND_NODE of our id), so that client-mode nodes, which do
-    /// not serve the protocol, never enter the table (the host does not say which
-    /// protocols a peer serves).
+    /// with `addrs`; an unknown one is probed (see the module docs).
     fn answer(&mut self, msg: IncomingMessage, addrs: &[Multiaddr]) {
         let known = self.kad.routing_table().get(&msg.peer).is_some();
         if !known && !addrs.is_empty() {
@@ -784,12 +644,8 @@ impl Task {
         self.probing.insert(peer);
         // FIND_NODE of our own id, as Kademlia's liveness checks do: every implementation
         // answers it (not all answer PING).
-        let ping = Message {
-            ty: MessageType::FIND_NODE,
-            key: self.kad.local_peer_id().to_bytes(),
-            ..Message::default()
-        }
-        .encode();
+        let me = self.kad.local_peer_id().to_bytes();
+        let ping = Message::new(MessageType::FIND_NODE, 0, me).encode();
         let host = self.host.clone();
         let timeout = self.kad.config.request_timeout;
         self.outbound.push(Box::pin(async move {
@@ -838,11 +694,7 @@ impl Task {
             ..
         }) = self.waiting.remove(&id)
         {
-            let _ = reply.send(Ok(Finished {
-                result,
-                stats,
-                acked,
-            }));
+            let _ = reply.send(Ok((result, stats, acked)));
         }
     }
 

@@ -9,7 +9,7 @@
 //! no candidates are left. After `parallelism` responses in a row without progress (no new
 //! closest peer) the iterator is *stalled* and widens its parallelism to `num_results`.
 //!
-//! [`ClosestPeersIter::disjoint`] runs `d` such lookups over disjoint peer sets
+//! [`ClosestPeersIter::new`] runs `d` such lookups over disjoint peer sets
 //! (S/Kademlia): every candidate belongs to one path, the initial peers dealt round-robin
 //! and every later one to the path of the peer that named it first, so no peer is queried
 //! by two paths. Each path keeps its own parallelism and ends on its own; `next` takes the
@@ -60,17 +60,12 @@ struct IterPeer {
     path: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Iterating { no_progress: usize },
-    Stalled,
-    Finished,
-}
-
 /// One disjoint path's progress.
 #[derive(Clone, Debug)]
 struct Path {
-    state: State,
+    /// Responses in a row without progress; at `parallelism` or more the path is stalled.
+    no_progress: usize,
+    finished: bool,
     num_waiting: usize,
 }
 
@@ -87,18 +82,9 @@ pub struct ClosestPeersIter {
 }
 
 impl ClosestPeersIter {
-    /// A lookup of `target` starting from `known` (only the `num_results` closest are kept).
+    /// `paths` disjoint lookups (at least 1; 1 is a plain lookup) of `target`, each with
+    /// `config`, starting from the `num_results * paths` closest of `known`.
     pub fn new(
-        target: KeyHash,
-        known: impl IntoIterator<Item = PeerId>,
-        config: IterConfig,
-    ) -> Self {
-        Self::disjoint(target, known, config, 1)
-    }
-
-    /// `paths` disjoint lookups (at least 1) of `target`, each with `config`, starting from
-    /// the `num_results * paths` closest of `known`.
-    pub fn disjoint(
         target: KeyHash,
         known: impl IntoIterator<Item = PeerId>,
         config: IterConfig,
@@ -110,7 +96,8 @@ impl ClosestPeersIter {
             ..config
         };
         let path = Path {
-            state: State::Iterating { no_progress: 0 },
+            no_progress: 0,
+            finished: false,
             num_waiting: 0,
         };
         let mut it = ClosestPeersIter {
@@ -133,27 +120,19 @@ impl ClosestPeersIter {
         it
     }
 
-    /// Target of the lookup.
-    pub fn target(&self) -> &KeyHash {
-        &self.target
-    }
-
     /// Adds a candidate to `path`; returns its distance if it was new.
     fn insert(&mut self, peer: PeerId, hop: u32, path: usize) -> Option<Distance> {
         let d = KeyHash::of_peer(&peer).distance(&self.target);
         if self.peers.contains_key(&d) {
             return None;
         }
-        let state = PeerState::NotContacted;
-        self.peers.insert(
-            d,
-            IterPeer {
-                peer,
-                state,
-                hop,
-                path,
-            },
-        );
+        let p = IterPeer {
+            peer,
+            state: PeerState::NotContacted,
+            hop,
+            path,
+        };
+        self.peers.insert(d, p);
         // Bound memory: forget the farthest candidates never contacted.
         let cap = self.config.num_results * 8 * self.paths.len();
         while self.peers.len() > cap {
@@ -174,7 +153,7 @@ impl ClosestPeersIter {
         let p = self.peers.get_mut(&d).filter(|p| p.peer == *peer)?;
         let path = &mut self.paths[p.path];
         match p.state {
-            _ if path.state == State::Finished => return None,
+            _ if path.finished => return None,
             PeerState::Waiting(_) => path.num_waiting -= 1,
             PeerState::Unresponsive => {}
             _ => return None,
@@ -196,18 +175,8 @@ impl ClosestPeersIter {
                 progress |= !self.peers.range(..d).any(|(_, p)| p.path == path);
             }
         }
-        let parallelism = self.config.parallelism;
-        let state = &mut self.paths[path].state;
-        *state = match *state {
-            State::Iterating { .. } | State::Stalled if progress => {
-                State::Iterating { no_progress: 0 }
-            }
-            State::Iterating { no_progress } if no_progress + 1 >= parallelism => State::Stalled,
-            State::Iterating { no_progress } => State::Iterating {
-                no_progress: no_progress + 1,
-            },
-            s => s,
-        };
+        let no_progress = &mut self.paths[path].no_progress;
+        *no_progress = if progress { 0 } else { *no_progress + 1 };
         true
     }
 
@@ -242,15 +211,15 @@ impl ClosestPeersIter {
     /// The next step of path `i`.
     fn next_on(&mut self, i: usize, now: Instant) -> Next {
         let path = &mut self.paths[i];
-        if path.state == State::Finished {
+        if path.finished {
             return Next::Finished;
         }
         // Count successes from the closest peer outwards while no closer peer is pending.
         let mut results = Some(0usize);
         let num_results = self.config.num_results;
-        let cap = match path.state {
-            State::Stalled => num_results.max(self.config.parallelism),
-            _ => self.config.parallelism,
+        let cap = match path.no_progress >= self.config.parallelism {
+            true => num_results.max(self.config.parallelism),
+            false => self.config.parallelism,
         };
         for p in self.peers.values_mut().filter(|p| p.path == i) {
             let at_capacity = path.num_waiting >= cap;
@@ -265,7 +234,7 @@ impl ClosestPeersIter {
                     if let Some(n) = results.as_mut() {
                         *n += 1;
                         if *n >= num_results {
-                            path.state = State::Finished;
+                            path.finished = true;
                             return Next::Finished;
                         }
                     }
@@ -283,26 +252,15 @@ impl ClosestPeersIter {
         if path.num_waiting > 0 {
             Next::Waiting
         } else {
-            path.state = State::Finished;
+            path.finished = true;
             Next::Finished
         }
-    }
-
-    /// The earliest instant at which a waiting request times out.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.peers
-            .values()
-            .filter_map(|p| match p.state {
-                PeerState::Waiting(t) => Some(t),
-                _ => None,
-            })
-            .min()
     }
 
     /// Ends the lookup early (e.g. a record quorum was reached).
     pub fn finish(&mut self) {
         for path in &mut self.paths {
-            path.state = State::Finished;
+            path.finished = true;
         }
     }
 

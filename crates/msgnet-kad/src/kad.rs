@@ -32,12 +32,7 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
 /// A request as rust-libp2p sends it.
 fn request(ty: MessageType, key: Vec<u8>) -> Message {
-    Message {
-        ty,
-        cluster_level_raw: REQUEST_CLUSTER_LEVEL,
-        key,
-        ..Message::default()
-    }
+    Message::new(ty, REQUEST_CLUSTER_LEVEL, key)
 }
 
 /// What an outbound request is for.
@@ -289,10 +284,7 @@ impl Kademlia {
 
     /// Records (or refreshes) ourselves as a provider of `key`.
     fn provide_locally(&mut self, key: &[u8], now: Instant) -> bool {
-        let me = PeerInfo {
-            peer: self.local,
-            addrs: self.local_addrs.clone(),
-        };
+        let me = PeerInfo::new(self.local, self.local_addrs.clone());
         self.providers.add(key, me, now + self.config.provider_ttl)
     }
 
@@ -308,11 +300,7 @@ impl Kademlia {
     /// Room for another query: internal jobs may use at most half of
     /// [`KadConfig::max_queries`], and a command needs room for its event.
     fn has_room(&self, internal: bool) -> bool {
-        let limit = if internal {
-            self.config.max_queries / 2
-        } else {
-            self.config.max_queries
-        };
+        let limit = self.config.max_queries / if internal { 2 } else { 1 };
         self.queries.len() < limit && self.events.len() < self.config.max_events
     }
 
@@ -348,7 +336,7 @@ impl Kademlia {
         } else {
             1
         };
-        ClosestPeersIter::disjoint(target, known.iter().map(|e| e.peer), cfg, paths)
+        ClosestPeersIter::new(target, known.iter().map(|e| e.peer), cfg, paths)
     }
 
     // ---- routing table upkeep ----
@@ -368,7 +356,7 @@ impl Kademlia {
             InsertResult::Pending { check } => {
                 let addrs = self.known_addrs(None, &check);
                 let msg = request(MessageType::FIND_NODE, self.local.to_bytes());
-                self.send(now, check, &msg, Purpose::Liveness, addrs);
+                self.send(check, &msg, Purpose::Liveness, addrs);
             }
             InsertResult::Updated | InsertResult::Dropped => {}
         }
@@ -386,19 +374,12 @@ impl Kademlia {
 
     // ---- queries ----
 
-    fn send(
-        &mut self,
-        now: Instant,
-        peer: PeerId,
-        msg: &Message,
-        purpose: Purpose,
-        addrs: Vec<Multiaddr>,
-    ) {
+    fn send(&mut self, peer: PeerId, msg: &Message, purpose: Purpose, addrs: Vec<Multiaddr>) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
         let expects_response = msg.ty != MessageType::ADD_PROVIDER;
         if expects_response {
-            let deadline = now + self.config.request_timeout;
+            let deadline = self.now + self.config.request_timeout;
             let pending = Pending {
                 peer,
                 addrs: addrs.clone(),
@@ -428,8 +409,7 @@ impl Kademlia {
             _ => self
                 .table
                 .get(peer)
-                .map(|e| e.addrs.clone())
-                .unwrap_or_default(),
+                .map_or_else(Vec::new, |e| e.addrs.clone()),
         }
     }
 
@@ -451,7 +431,7 @@ impl Kademlia {
                     };
                     let msg = request(ty, q.key.clone());
                     let addrs = self.known_addrs(Some(&q), &peer);
-                    self.send(now, peer, &msg, Purpose::Lookup(id), addrs);
+                    self.send(peer, &msg, Purpose::Lookup(id), addrs);
                     q.stats.requests += 1;
                 }
                 Next::Waiting => break,
@@ -473,7 +453,7 @@ impl Kademlia {
                 self.table.mark_refreshed(&KeyHash::of(&q.key), now);
                 let plan = plan.get_or_insert_with(|| {
                     let max = self.table.max_cpl().min(MAX_REFRESH_CPL);
-                    let local = *self.table.local_key();
+                    let local = self.table.local;
                     let stale = stale_before.map(|b| self.table.stale_buckets(b, max));
                     stale
                         .unwrap_or_default()
@@ -490,10 +470,8 @@ impl Kademlia {
             }
             _ if q.storing.is_some() => return false,
             Kind::PutValue { record, .. } => Message {
-                ty: MessageType::PUT_VALUE,
-                key: record.key.clone(),
                 record: Some(record.to_wire(0)),
-                ..Message::default()
+                ..Message::new(MessageType::PUT_VALUE, 0, record.key.clone())
             },
             Kind::AddProvider => Message {
                 provider_peers: vec![wire_peer(&self.local, &self.local_addrs)],
@@ -504,7 +482,7 @@ impl Kademlia {
         let targets = q.iter.result();
         for (_, peer) in &targets {
             let addrs = self.known_addrs(Some(q), peer);
-            self.send(now, *peer, &msg, Purpose::Store(id), addrs);
+            self.send(*peer, &msg, Purpose::Store(id), addrs);
         }
         q.stats.requests += targets.len() as u32;
         if msg.ty == MessageType::ADD_PROVIDER {
@@ -524,16 +502,10 @@ impl Kademlia {
             Kind::Bootstrap { .. } => QueryResult::Bootstrapped {
                 table_size: self.table.len(),
             },
-            Kind::FindNode => QueryResult::FoundPeers(
-                q.iter
-                    .result()
-                    .into_iter()
-                    .map(|(_, peer)| PeerInfo {
-                        peer,
-                        addrs: self.known_addrs(Some(&q), &peer),
-                    })
-                    .collect(),
-            ),
+            Kind::FindNode => {
+                let info = |(_, p)| PeerInfo::new(p, self.known_addrs(Some(&q), &p));
+                QueryResult::FoundPeers(q.iter.result().into_iter().map(info).collect())
+            }
             Kind::GetValue { quorum, found } => {
                 let refs: Vec<&Record> = found.iter().collect();
                 let record = (!refs.is_empty()).then(|| {
@@ -666,12 +638,8 @@ impl Kademlia {
     /// Expires requests, runs periodic jobs (refresh, republish, replication, expiry).
     pub fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        let expired: Vec<RequestId> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| p.deadline <= now)
-            .map(|(id, _)| *id)
-            .collect();
+        let expired = self.pending.iter().filter(|(_, p)| p.deadline <= now);
+        let expired: Vec<RequestId> = expired.map(|(id, _)| *id).collect();
         for id in expired {
             self.handle_response(now, id, Err(RequestFailure::Timeout));
         }
@@ -697,12 +665,8 @@ impl Kademlia {
             self.expire = now + EXPIRE_EVERY;
         }
         let mut due = [false; 4];
-        for ((at, every), due) in self
-            .timers
-            .iter_mut()
-            .zip(intervals(&self.config))
-            .zip(&mut due)
-        {
+        let timers = self.timers.iter_mut().zip(intervals(&self.config));
+        for ((at, every), due) in timers.zip(&mut due) {
             if let (Some(t), Some(d)) = (*at, every) {
                 *due = now >= t;
                 if *due {

@@ -37,14 +37,7 @@ impl KeyHash {
 
     /// XOR distance to `other`.
     pub fn distance(&self, other: &KeyHash) -> Distance {
-        let mut d = [0u8; 32];
-        for i in 0..2 {
-            let r = i * 16..i * 16 + 16;
-            let a = u128::from_ne_bytes(self.0[r.clone()].try_into().unwrap_or_default());
-            let b = u128::from_ne_bytes(other.0[r.clone()].try_into().unwrap_or_default());
-            d[r].copy_from_slice(&(a ^ b).to_ne_bytes());
-        }
-        Distance(d)
+        Distance(std::array::from_fn(|i| self.0[i] ^ other.0[i]))
     }
 }
 

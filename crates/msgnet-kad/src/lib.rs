@@ -26,31 +26,19 @@
 //!    message) and [`Kademlia::poll_event`], then re-arm the timer from
 //!    [`Kademlia::poll_timeout`].
 //!
-//! The host owns framing: on libp2p streams each message is preceded by its unsigned
-//! varint length, one request and one response per stream, as rust-libp2p and go-libp2p do.
-//! The host also owns request timeouts if it likes; Kademlia expires its own after
-//! [`KadConfig::request_timeout`] anyway.
+//! The host owns framing (on libp2p streams an unsigned-varint length before each message,
+//! one request and one response per stream). Kademlia expires its own requests after
+//! [`KadConfig::request_timeout`].
 //!
-//! # Modes
+//! In [`Mode::Server`] the node answers requests; in [`Mode::Client`] it refuses them
+//! ([`KadError::ClientMode`]): the host should not advertise [`PROTOCOL`] for it, and
+//! passes `&[]` as a client requester's addresses to `handle_request`, so that peers
+//! never learn clients into their routing tables.
 //!
-//! In [`Mode::Server`] the node answers requests. In [`Mode::Client`] it refuses them
-//! ([`KadError::ClientMode`]); the host should not advertise `/ipfs/kad/1.0.0` for it, and
-//! peers learn a requester into their routing table only if the host passes its listen
-//! addresses to `handle_request` (so a host passes `&[]` for clients).
-//!
-//! # On a msgnet Host
-//!
-//! With the `host` feature (on by default), [`host::Dht`] runs this state machine on a
-//! `msgnet::Host` in a tokio task and offers async `bootstrap`, `find_peer`, `put_value`,
-//! `get_value`, `start_providing` and `get_providers`; see the [`host`] module. Without
-//! it the crate depends on neither tokio nor msgnet.
-//!
-//! # Modules
-//!
-//! [`host`] (the tokio driver, feature `host`), [`key`] (distance), [`wire`] (protobuf),
-//! [`table`] (k-buckets), [`iter`] (lookup iterators), [`record`] (records, providers,
-//! validator, stores), and the state machine in `kad` (state, commands, queries, timers,
-//! outputs) and `server` (answering requests).
+//! With the `host` feature (default), [`host::Dht`] runs this state machine on a
+//! `msgnet::Host` with async results. Modules: [`key`] (distance), [`wire`] (protobuf),
+//! [`table`] (k-buckets), [`iter`] (lookups), [`record`] (records, providers, stores),
+//! `kad` (the state machine) and `server` (answering requests).
 
 pub mod error;
 #[cfg(feature = "host")]

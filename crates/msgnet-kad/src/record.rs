@@ -60,6 +60,11 @@ pub struct PeerInfo {
 }
 
 impl PeerInfo {
+    /// `peer` at `addrs`.
+    pub fn new(peer: PeerId, addrs: Vec<Multiaddr>) -> Self {
+        PeerInfo { peer, addrs }
+    }
+
     /// Parses a wire peer: a valid id, its valid addresses (those naming another peer
     /// dropped, at most [`MAX_ADDRS`]).
     pub(crate) fn from_wire(w: WirePeer) -> Option<Self> {
@@ -128,10 +133,8 @@ impl RecordStore {
     }
 
     pub fn get(&self, key: &[u8], now: Instant) -> Option<&Record> {
-        self.records
-            .get(key)
-            .filter(|r| r.expires > now)
-            .map(|r| &r.record)
+        let r = self.records.get(key)?;
+        (r.expires > now).then_some(&r.record)
     }
 
     /// Stores a record; false if the store is full and the key is new.
@@ -145,14 +148,13 @@ impl RecordStore {
         if self.records.len() >= self.max_records {
             return false;
         }
-        self.records.insert(
-            record.key.clone(),
-            StoredRecord {
-                record,
-                expires,
-                local,
-            },
-        );
+        let key = record.key.clone();
+        let stored = StoredRecord {
+            record,
+            expires,
+            local,
+        };
+        self.records.insert(key, stored);
         true
     }
 
@@ -203,15 +205,9 @@ impl ProviderStore {
     }
 
     pub fn get(&self, key: &[u8], now: Instant) -> Vec<PeerInfo> {
-        self.providers
-            .get(key)
-            .map(|l| {
-                l.iter()
-                    .filter(|p| p.expires > now)
-                    .map(|p| p.info.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
+        let list = self.providers.get(key).map_or(&[][..], Vec::as_slice);
+        let live = list.iter().filter(|p| p.expires > now);
+        live.map(|p| p.info.clone()).collect()
     }
 
     pub fn expire(&mut self, now: Instant) {

@@ -9,7 +9,7 @@
 use crate::kad::Kademlia;
 use crate::key::KeyHash;
 use crate::record::{wire_peer, PeerInfo, Record};
-use crate::wire::{Message, MessageType, WireRecord};
+use crate::wire::{Message, MessageType};
 use crate::{KadError, Mode};
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 /// rust-libp2p's `clusterLevelRaw` in responses.
 const RESPONSE_CLUSTER_LEVEL: i32 = 9;
+
+/// A response to send (`None`: send nothing), or why the request was refused.
+type Answer = Result<Option<Vec<u8>>, KadError>;
 
 impl Kademlia {
     /// Answers an inbound request from `from`. `from_addrs` are its *listen* addresses if
@@ -35,7 +38,7 @@ impl Kademlia {
             return Err(KadError::ClientMode);
         }
         self.stats.requests_in += 1;
-        let result = self.answer(now, from, from_addrs, request);
+        let result = self.answer(from, from_addrs, request);
         match &result {
             Err(KadError::Malformed(_) | KadError::TooLarge) => self.stats.malformed += 1,
             Err(_) => self.stats.invalid += 1,
@@ -44,13 +47,7 @@ impl Kademlia {
         result
     }
 
-    fn answer(
-        &mut self,
-        now: Instant,
-        from: PeerId,
-        from_addrs: &[Multiaddr],
-        request: &[u8],
-    ) -> Result<Option<Vec<u8>>, KadError> {
+    fn answer(&mut self, from: PeerId, from_addrs: &[Multiaddr], request: &[u8]) -> Answer {
         if request.len() > self.config.max_message_size {
             return Err(KadError::TooLarge);
         }
@@ -64,21 +61,12 @@ impl Kademlia {
         if keyed.contains(&req.ty) && req.key.is_empty() {
             return Err(KadError::InvalidRequest("empty key"));
         }
-        let mut reply = Message {
-            ty: req.ty,
-            cluster_level_raw: RESPONSE_CLUSTER_LEVEL,
-            ..Message::default()
-        };
+        let now = self.now;
+        let mut reply = Message::new(req.ty, RESPONSE_CLUSTER_LEVEL, Vec::new());
         match req.ty {
-            MessageType::PING => {
-                let pong = Message {
-                    ty: MessageType::PING,
-                    ..Message::default()
-                };
-                return Ok(Some(pong.encode()));
-            }
-            MessageType::PUT_VALUE => return self.put(now, req).map(|m| Some(m.encode())),
-            MessageType::ADD_PROVIDER => return self.add_provider_of(now, from, from_addrs, req),
+            MessageType::PING => return Ok(Some(Message::new(req.ty, 0, Vec::new()).encode())),
+            MessageType::PUT_VALUE => return self.put(req),
+            MessageType::ADD_PROVIDER => return self.add_provider_of(from, from_addrs, req),
             MessageType::FIND_NODE => {}
             MessageType::GET_VALUE => {
                 let stored = self.records.records.get(&req.key);
@@ -102,13 +90,7 @@ impl Kademlia {
     }
 
     /// ADD_PROVIDER: stores the sender as a provider (it may announce no one else).
-    fn add_provider_of(
-        &mut self,
-        now: Instant,
-        from: PeerId,
-        from_addrs: &[Multiaddr],
-        req: Message,
-    ) -> Result<Option<Vec<u8>>, KadError> {
+    fn add_provider_of(&mut self, from: PeerId, from_addrs: &[Multiaddr], req: Message) -> Answer {
         let provider = req
             .provider_peers
             .into_iter()
@@ -125,17 +107,15 @@ impl Kademlia {
         if addrs.is_empty() {
             return Err(KadError::InvalidRequest("ADD_PROVIDER without addresses"));
         }
-        let info = PeerInfo { peer: from, addrs };
-        if !self
-            .providers
-            .add(&req.key, info, now + self.config.provider_ttl)
-        {
+        let info = PeerInfo::new(from, addrs);
+        let expires = self.now + self.config.provider_ttl;
+        if !self.providers.add(&req.key, info, expires) {
             return Err(KadError::StoreFull);
         }
         Ok(None)
     }
 
-    fn put(&mut self, now: Instant, req: Message) -> Result<Message, KadError> {
+    fn put(&mut self, req: Message) -> Answer {
         let r = req
             .record
             .ok_or(KadError::InvalidRequest("PUT_VALUE without record"))?;
@@ -157,6 +137,7 @@ impl Kademlia {
         if !self.config.validator.validate(&record) {
             return Err(KadError::InvalidRecord);
         }
+        let now = self.now;
         if let Some(old) = self.records.get(&record.key, now) {
             if *old != record && self.config.validator.select(&record.key, &[&record, old]) != 0 {
                 return Err(KadError::InvalidRequest("stored record is better"));
@@ -167,20 +148,15 @@ impl Kademlia {
             ttl = ttl.min(Duration::from_secs(u64::from(r.ttl)));
         }
         // The echo carries key and value only, as rust-libp2p's does.
+        let echo = Record::new(record.key.clone(), record.value.clone());
         let reply = Message {
-            ty: MessageType::PUT_VALUE,
-            key: record.key.clone(),
-            record: Some(WireRecord {
-                key: record.key.clone(),
-                value: record.value.clone(),
-                ..WireRecord::default()
-            }),
-            ..Message::default()
+            record: Some(echo.to_wire(0)),
+            ..Message::new(MessageType::PUT_VALUE, 0, echo.key.clone())
         };
         if !self.records.put(record, now + ttl, false) {
             return Err(KadError::StoreFull);
         }
-        Ok(reply)
+        Ok(Some(reply.encode()))
     }
 
     /// Encodes `msg` with up to k closer peers to `key` (excluding `exclude`), copied from

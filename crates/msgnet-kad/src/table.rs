@@ -71,7 +71,7 @@ pub enum InsertResult {
 /// 256 k-buckets keyed by the bucket index of the distance to the local key.
 #[derive(Debug)]
 pub struct RoutingTable {
-    local: KeyHash,
+    pub(crate) local: KeyHash,
     k: usize,
     buckets: Vec<Bucket>,
     len: usize,
@@ -125,11 +125,6 @@ impl RoutingTable {
         self.occupied[b / 64] >> (b % 64) & 1 == 1
     }
 
-    /// The local key.
-    pub fn local_key(&self) -> &KeyHash {
-        &self.local
-    }
-
     /// Bucket index of `key`, `None` for the local key.
     pub fn bucket_index(&self, key: &KeyHash) -> Option<usize> {
         self.local.distance(key).bucket_index()
@@ -167,11 +162,6 @@ impl RoutingTable {
     /// All entries, farthest bucket last-seen order not guaranteed.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
         self.buckets.iter().flat_map(|b| b.entries.iter())
-    }
-
-    /// Entries of one bucket, in no particular order.
-    pub fn bucket(&self, index: usize) -> &[Entry] {
-        self.buckets.get(index).map_or(&[], |b| &b.entries)
     }
 
     /// Records that `peer` is alive at `addrs`: moves it to the most-recently-seen end,

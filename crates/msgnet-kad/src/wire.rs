@@ -100,8 +100,6 @@ pub struct Message {
     pub provider_peers: Vec<WirePeer>,
 }
 
-// ---- encoding ----
-
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -144,6 +142,20 @@ impl WirePeer {
         put_int(&mut out, 24, self.connection.0.into());
         out
     }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let mut p = WirePeer::default();
+        while let Some(tag) = r.tag()? {
+            match tag {
+                10 => p.id = r.bytes()?.to_vec(),
+                18 => p.addrs.push(r.bytes()?.to_vec()),
+                24 => p.connection = ConnectionType(r.varint()? as i32),
+                t => r.skip(t)?,
+            }
+        }
+        Ok(p)
+    }
 }
 
 impl WireRecord {
@@ -156,9 +168,38 @@ impl WireRecord {
         put_int(&mut out, 6216, self.ttl.into());
         out
     }
+
+    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader(bytes);
+        let mut rec = WireRecord::default();
+        while let Some(tag) = r.tag()? {
+            match tag {
+                10 => rec.key = r.bytes()?.to_vec(),
+                18 => rec.value = r.bytes()?.to_vec(),
+                42 => {
+                    rec.time_received = String::from_utf8(r.bytes()?.to_vec())
+                        .map_err(|_| DecodeError::InvalidUtf8)?
+                }
+                5330 => rec.publisher = r.bytes()?.to_vec(),
+                6216 => rec.ttl = r.varint()? as u32,
+                t => r.skip(t)?,
+            }
+        }
+        Ok(rec)
+    }
 }
 
 impl Message {
+    /// A message of type `ty` about `key`, without record or peers.
+    pub fn new(ty: MessageType, cluster_level_raw: i32, key: Vec<u8>) -> Self {
+        Message {
+            ty,
+            cluster_level_raw,
+            key,
+            ..Message::default()
+        }
+    }
+
     /// Encodes the message (no length prefix).
     pub fn encode(&self) -> Vec<u8> {
         self.encode_with_raw_closer(&[])
@@ -210,43 +251,6 @@ impl Message {
             }
         }
         Ok(m)
-    }
-}
-
-impl WirePeer {
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader(bytes);
-        let mut p = WirePeer::default();
-        while let Some(tag) = r.tag()? {
-            match tag {
-                10 => p.id = r.bytes()?.to_vec(),
-                18 => p.addrs.push(r.bytes()?.to_vec()),
-                24 => p.connection = ConnectionType(r.varint()? as i32),
-                t => r.skip(t)?,
-            }
-        }
-        Ok(p)
-    }
-}
-
-impl WireRecord {
-    fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader(bytes);
-        let mut rec = WireRecord::default();
-        while let Some(tag) = r.tag()? {
-            match tag {
-                10 => rec.key = r.bytes()?.to_vec(),
-                18 => rec.value = r.bytes()?.to_vec(),
-                42 => {
-                    rec.time_received = String::from_utf8(r.bytes()?.to_vec())
-                        .map_err(|_| DecodeError::InvalidUtf8)?
-                }
-                5330 => rec.publisher = r.bytes()?.to_vec(),
-                6216 => rec.ttl = r.varint()? as u32,
-                t => r.skip(t)?,
-            }
-        }
-        Ok(rec)
     }
 }
 

@@ -41,11 +41,11 @@ fn sorted(all: &[PeerId], target: &KeyHash) -> Vec<PeerId> {
 /// the target (so the lookup walks inwards over several rounds). Returns (result, max in flight, queried).
 fn drive(
     it: &mut ClosestPeersIter,
+    target: KeyHash,
     all: &[PeerId],
     failing: &HashSet<PeerId>,
     answer: usize,
 ) -> (Vec<PeerId>, usize, Vec<PeerId>) {
-    let target = *it.target();
     let by_distance = sorted(all, &target);
     let now = Instant::now();
     let mut in_flight: VecDeque<PeerId> = VecDeque::new();
@@ -97,8 +97,8 @@ proptest! {
         let k = 20;
         // Start from the 3 farthest peers: the lookup must walk inwards.
         let start: Vec<PeerId> = sorted(&all, &target).into_iter().rev().take(3).collect();
-        let mut it = ClosestPeersIter::new(target, start, cfg(alpha, k));
-        let (result, max_in_flight, _) = drive(&mut it, &all, &HashSet::new(), k);
+        let mut it = ClosestPeersIter::new(target, start, cfg(alpha, k), 1);
+        let (result, max_in_flight, _) = drive(&mut it, target, &all, &HashSet::new(), k);
         let expected: Vec<PeerId> = sorted(&all, &target).into_iter().take(k).collect();
         prop_assert_eq!(result, expected);
         prop_assert!(max_in_flight <= k.max(alpha));
@@ -110,8 +110,8 @@ proptest! {
         let target = KeyHash::of(b"t");
         let failing: HashSet<PeerId> = all.iter().step_by(fail_every).copied().collect();
         let start: Vec<PeerId> = all.iter().take(10).copied().collect();
-        let mut it = ClosestPeersIter::new(target, start, cfg(3, 20));
-        let (result, _, _) = drive(&mut it, &all, &failing, 20);
+        let mut it = ClosestPeersIter::new(target, start, cfg(3, 20), 1);
+        let (result, _, _) = drive(&mut it, target, &all, &failing, 20);
         let expected: Vec<PeerId> =
             sorted(&all, &target).into_iter().filter(|p| !failing.contains(p)).take(20).collect();
         prop_assert_eq!(result, expected);
@@ -122,7 +122,7 @@ proptest! {
 fn respects_alpha_while_progressing() {
     let all = peers(100, 1);
     let target = KeyHash::of(b"x");
-    let mut it = ClosestPeersIter::new(target, all.clone(), cfg(3, 20));
+    let mut it = ClosestPeersIter::new(target, all.clone(), cfg(3, 20), 1);
     let now = Instant::now();
     let first: Vec<Next> = (0..5).map(|_| it.next(now)).collect();
     assert!(matches!(
@@ -137,13 +137,14 @@ fn respects_alpha_while_progressing() {
 fn timeouts_free_slots_and_late_answers_count() {
     let all = peers(10, 2);
     let target = KeyHash::of(b"y");
-    let mut it = ClosestPeersIter::new(target, all.clone(), cfg(2, 5));
+    let mut it = ClosestPeersIter::new(target, all.clone(), cfg(2, 5), 1);
     let t0 = Instant::now();
     let (Next::Query(a), Next::Query(b)) = (it.next(t0), it.next(t0)) else {
         panic!()
     };
     assert_eq!(it.next(t0), Next::Waiting);
-    assert_eq!(it.next_deadline(), Some(t0 + Duration::from_secs(10)));
+    // Not yet timed out at the deadline's eve.
+    assert_eq!(it.next(t0 + Duration::from_secs(9)), Next::Waiting);
     // Both time out: two new peers may be queried.
     let t1 = t0 + Duration::from_secs(11);
     let (Next::Query(c), Next::Query(d)) = (it.next(t1), it.next(t1)) else {
@@ -171,7 +172,7 @@ fn timeouts_free_slots_and_late_answers_count() {
 
 #[test]
 fn empty_lookup_finishes_at_once() {
-    let mut it = ClosestPeersIter::new(KeyHash::of(b"z"), Vec::new(), cfg(3, 20));
+    let mut it = ClosestPeersIter::new(KeyHash::of(b"z"), Vec::new(), cfg(3, 20), 1);
     assert_eq!(it.next(Instant::now()), Next::Finished);
     assert!(it.result().is_empty());
 }
@@ -182,7 +183,7 @@ fn disjoint_paths_never_share_a_peer() {
     let target = KeyHash::of(b"d");
     let by_distance = sorted(&all, &target);
     let start: Vec<PeerId> = by_distance.iter().rev().take(9).copied().collect();
-    let mut it = ClosestPeersIter::disjoint(target, start, cfg(3, 20), 3);
+    let mut it = ClosestPeersIter::new(target, start, cfg(3, 20), 3);
     let now = Instant::now();
     let mut queried = HashSet::new();
     let mut in_flight = VecDeque::new();

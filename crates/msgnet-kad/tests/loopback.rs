@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cid::Cid;
 use futures::StreamExt;
 use msgnet::{Host, Keypair, Multiaddr};
-use msgnet_kad::host::{Dht, DhtConfig, DhtError};
+use msgnet_kad::host::{Dht, DhtError};
 use msgnet_kad::{provider_key, KadConfig, KadError, Mode, Record};
 
 /// Guard against a hung test: far above the expected time, even on a loaded machine.
@@ -23,13 +23,10 @@ async fn host() -> Host {
         .unwrap()
 }
 
-fn config(mode: Mode) -> DhtConfig {
-    DhtConfig {
-        kad: KadConfig {
-            mode,
-            ..KadConfig::default()
-        },
-        ..DhtConfig::default()
+fn config(mode: Mode) -> KadConfig {
+    KadConfig {
+        mode,
+        ..KadConfig::default()
     }
 }
 
@@ -92,7 +89,7 @@ async fn hundred_hosts() {
     }
     let mut sizes = Vec::new();
     for d in &dhts {
-        sizes.push(d.routing_table_size().await.unwrap() as u32);
+        sizes.push(d.stats().await.unwrap().table_size as u32);
     }
     println!(
         "{N} nodes joined in {:?}; routing table size median {}, min {}",
@@ -105,7 +102,7 @@ async fn hundred_hosts() {
     // A value put on node 7.
     let key = b"/v/loopback".to_vec();
     let put = dhts[7]
-        .put_value(Record::new(key.clone(), b"hundred".to_vec()))
+        .put_value(Record::new(key.clone(), b"hundred".to_vec()), 1)
         .await
         .unwrap();
     println!("put: stored on {} peers, {:?}", put.stored, put.stats);
@@ -127,7 +124,7 @@ async fn hundred_hosts() {
         .map(|i| {
             let (d, key, pkey) = (dhts[i].clone(), key.clone(), pkey.clone());
             async move {
-                let got = d.get_value(key).await;
+                let got = d.get_value(key, 1).await;
                 let provs = d.get_providers(pkey).await;
                 (i, got, provs)
             }
@@ -141,10 +138,10 @@ async fn hundred_hosts() {
         assert_eq!(got.record.value, b"hundred", "node {i}");
         let provs = provs.unwrap_or_else(|e| panic!("node {i}: get_providers: {e}"));
         let p = provs
-            .providers
+            .peers
             .iter()
             .find(|p| p.peer == provider)
-            .unwrap_or_else(|| panic!("node {i}: provider missing from {:?}", provs.providers));
+            .unwrap_or_else(|| panic!("node {i}: provider missing from {:?}", provs.peers));
         assert_eq!(p.addrs, hosts[13].listen_addrs(), "node {i}");
         rounds.push(got.stats.rounds);
         requests.push(got.stats.requests);
@@ -187,7 +184,7 @@ async fn small() {
     }
 
     // A key nobody stored.
-    match dhts[2].get_value(b"/v/missing".to_vec()).await {
+    match dhts[2].get_value(b"/v/missing".to_vec(), 1).await {
         Err(DhtError::NotFound { stats }) => assert!(stats.requests > 0),
         other => panic!("expected NotFound, got {other:?}"),
     }
@@ -197,7 +194,7 @@ async fn small() {
     }
     // An empty key is an invalid record.
     match dhts[2]
-        .put_value(Record::new(Vec::new(), b"x".to_vec()))
+        .put_value(Record::new(Vec::new(), b"x".to_vec()), 1)
         .await
     {
         Err(DhtError::Kad(KadError::InvalidRecord)) => {}
@@ -209,14 +206,14 @@ async fn small() {
     let client = Dht::new(&ch, config(Mode::Client)).unwrap();
     join(&client, &hosts[0]).await;
     let put = client
-        .put_value(Record::new(b"/v/c".to_vec(), b"from client".to_vec()))
+        .put_value(Record::new(b"/v/c".to_vec(), b"from client".to_vec()), 1)
         .await
         .unwrap();
     assert_eq!(
         put.stored, 6,
         "all six servers are among the k closest: {put:?}"
     );
-    let got = dhts[4].get_value(b"/v/c".to_vec()).await.unwrap();
+    let got = dhts[4].get_value(b"/v/c".to_vec(), 1).await.unwrap();
     assert_eq!(got.record.value, b"from client");
     // Servers probed the client before learning it: it answered nothing, so no routing
     // table holds it.
@@ -246,7 +243,7 @@ async fn small() {
 
     // A closed Dht fails every call.
     client.close().await;
-    match client.get_value(b"/v/c".to_vec()).await {
+    match client.get_value(b"/v/c".to_vec(), 1).await {
         Err(DhtError::Closed) => {}
         other => panic!("expected Closed, got {other:?}"),
     }
@@ -275,13 +272,10 @@ async fn delivered(hosts: &[Host]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_buckets_do_not_make_nodes_probe_each_other_forever() {
     const N: u8 = 10;
-    let config = DhtConfig {
-        kad: KadConfig {
-            k: 1,
-            refresh_interval: None,
-            ..KadConfig::default()
-        },
-        ..DhtConfig::default()
+    let config = KadConfig {
+        k: 1,
+        refresh_interval: None,
+        ..KadConfig::default()
     };
     let mut hosts = Vec::new();
     let mut dhts = Vec::new();

@@ -25,7 +25,7 @@ use libp2p::multiaddr::Protocol;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, tcp, yamux, Multiaddr, PeerId, Swarm, SwarmBuilder};
 use msgnet::{Host, Keypair};
-use msgnet_kad::host::{Dht, DhtConfig};
+use msgnet_kad::host::Dht;
 use msgnet_kad::{provider_key, KadConfig, Mode};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
@@ -68,7 +68,11 @@ impl LNode {
     async fn start(mode: kad::Mode, listen: &[&str]) -> anyhow::Result<LNode> {
         let mut swarm = SwarmBuilder::with_new_identity()
             .with_tokio()
-            .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
             .context("tcp")?
             .with_quic()
             .with_behaviour(|key| {
@@ -121,7 +125,10 @@ impl LNode {
 
     async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> anyhow::Result<T> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(make(reply)).await.map_err(|_| anyhow!("node task ended"))?;
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| anyhow!("node task ended"))?;
         tokio::time::timeout(STEP, rx)
             .await
             .context("libp2p node did not answer in time")?
@@ -129,7 +136,10 @@ impl LNode {
     }
 
     async fn add_address(&self, peer: PeerId, addr: Multiaddr) {
-        self.tx.send(Cmd::AddAddress(peer, addr)).await.expect("node task");
+        self.tx
+            .send(Cmd::AddAddress(peer, addr))
+            .await
+            .expect("node task");
     }
 
     async fn query_local<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> T {
@@ -198,8 +208,16 @@ fn on_progress(
     result: kad::QueryResult,
     last: bool,
 ) {
-    let Some(p) = pending.get_mut(&id) else { return };
-    if let (Pending::Providers(set, _), kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. }))) = (&mut *p, &result) {
+    let Some(p) = pending.get_mut(&id) else {
+        return;
+    };
+    if let (
+        Pending::Providers(set, _),
+        kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders {
+            providers, ..
+        })),
+    ) = (&mut *p, &result)
+    {
         set.extend(providers.iter().copied());
     }
     if !last {
@@ -236,13 +254,10 @@ fn cid_of(data: &[u8]) -> Cid {
     Cid::new_v1(0x55, mh)
 }
 
-fn dht_config(mode: Mode) -> DhtConfig {
-    DhtConfig {
-        kad: KadConfig {
-            mode,
-            ..KadConfig::default()
-        },
-        ..DhtConfig::default()
+fn dht_config(mode: Mode) -> KadConfig {
+    KadConfig {
+        mode,
+        ..KadConfig::default()
     }
 }
 
@@ -260,7 +275,11 @@ async fn within<T, E: Into<anyhow::Error>>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msgnet_dht_and_libp2p_kad_answer_each_other() -> anyhow::Result<()> {
     // The libp2p network: L1 knows P1..P3, and they know L1.
-    let l1 = LNode::start(kad::Mode::Server, &["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"]).await?;
+    let l1 = LNode::start(
+        kad::Mode::Server,
+        &["/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"],
+    )
+    .await?;
     let mut ps = Vec::new();
     for _ in 0..3 {
         let p = LNode::start(kad::Mode::Server, &["/ip4/127.0.0.1/udp/0/quic-v1"]).await?;
@@ -271,7 +290,10 @@ async fn msgnet_dht_and_libp2p_kad_answer_each_other() -> anyhow::Result<()> {
     l1.call(Cmd::Bootstrap).await.context("L1 bootstrap")?;
     let l1_table: HashSet<PeerId> = l1.query_local(Cmd::Table).await.into_iter().collect();
     for p in &ps {
-        assert!(l1_table.contains(&p.id), "L1's routing table lacks a P node: {l1_table:?}");
+        assert!(
+            l1_table.contains(&p.id),
+            "L1's routing table lacks a P node: {l1_table:?}"
+        );
     }
 
     // M1: a msgnet Host on UDP, TCP and QUIC with a Dht server, joined through L1 (QUIC).
@@ -290,20 +312,33 @@ async fn msgnet_dht_and_libp2p_kad_answer_each_other() -> anyhow::Result<()> {
         .context("M1 has no TCP address")?;
     m1.add_address(l1.id, l1.addr("quic-v1")).await?;
     let boot = within("M1 bootstrap through L1", m1.bootstrap()).await?;
-    assert!(boot.table_size >= 4, "M1 should know L1 and P1..P3 after bootstrap, knows {}", boot.table_size);
+    assert!(
+        boot.table_size >= 4,
+        "M1 should know L1 and P1..P3 after bootstrap, knows {}",
+        boot.table_size
+    );
     // L1 learns M1 as a DHT server (the lookups of the next steps need it either way).
     l1.add_address(m1_id, m1_tcp.clone()).await;
 
     // (a) msgnet provides, libp2p-kad finds the provider.
     let cid_a = cid_of(b"provided by msgnet");
-    let provided = within("M1 start_providing", m1.start_providing(provider_key(&cid_a))).await?;
-    assert!(provided.acked >= 1, "no libp2p peer acknowledged M1's ADD_PROVIDER: {provided:?}");
+    let provided = within(
+        "M1 start_providing",
+        m1.start_providing(provider_key(&cid_a)),
+    )
+    .await?;
+    assert!(
+        provided.acked >= 1,
+        "no libp2p peer acknowledged M1's ADD_PROVIDER: {provided:?}"
+    );
     let key_a = kad::RecordKey::new(&cid_a.hash().to_bytes());
     // "Acknowledged" for a libp2p peer means the stream was written: L1's swarm stores the
     // record when it has read it, so wait for that (bounded).
     let deadline = tokio::time::Instant::now() + STEP;
     loop {
-        let stored = l1.query_local(|r| Cmd::LocalProviders(key_a.clone(), r)).await;
+        let stored = l1
+            .query_local(|r| Cmd::LocalProviders(key_a.clone(), r))
+            .await;
         if stored.contains(&m1_id) {
             break;
         }
@@ -314,27 +349,37 @@ async fn msgnet_dht_and_libp2p_kad_answer_each_other() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let found = l1.call(|r| Cmd::GetProviders(key_a.clone(), r)).await?;
-    assert!(found.contains(&m1_id), "L1's get_providers did not find M1: {found:?}");
+    assert!(
+        found.contains(&m1_id),
+        "L1's get_providers did not find M1: {found:?}"
+    );
 
     // A fresh libp2p-kad node that knows only M1 (over TCP): msgnet answers its
     // GET_PROVIDERS and FIND_NODE.
     let l2 = LNode::start(kad::Mode::Client, &["/ip4/127.0.0.1/udp/0/quic-v1"]).await?;
     l2.add_address(m1_id, m1_tcp.clone()).await;
     let found = l2.call(|r| Cmd::GetProviders(key_a.clone(), r)).await?;
-    assert!(found.contains(&m1_id), "L2's get_providers (through M1) did not find M1: {found:?}");
+    assert!(
+        found.contains(&m1_id),
+        "L2's get_providers (through M1) did not find M1: {found:?}"
+    );
     let target = PeerId::random();
     let closest: HashSet<PeerId> = l2
         .call(|r| Cmd::GetClosestPeers(target.to_bytes(), r))
         .await?
         .into_iter()
         .collect();
-    assert!(closest.contains(&m1_id) && closest.contains(&l1.id),
-        "L2's lookup through M1 should return M1 and L1: {closest:?}");
+    assert!(
+        closest.contains(&m1_id) && closest.contains(&l1.id),
+        "L2's lookup through M1 should return M1 and L1: {closest:?}"
+    );
 
     // (b) libp2p-kad provides, a fresh msgnet node that knows only L1 finds it.
     let cid_b = cid_of(b"provided by rust-libp2p");
     let key_b = kad::RecordKey::new(&cid_b.hash().to_bytes());
-    l1.call(|r| Cmd::StartProviding(key_b.clone(), r)).await.context("L1 start_providing")?;
+    l1.call(|r| Cmd::StartProviding(key_b.clone(), r))
+        .await
+        .context("L1 start_providing")?;
     let m2_host = Host::builder(Keypair::generate_ed25519())
         .listen("/ip4/127.0.0.1/udp/0".parse()?)
         .build()
@@ -343,15 +388,26 @@ async fn msgnet_dht_and_libp2p_kad_answer_each_other() -> anyhow::Result<()> {
     m2.add_address(l1.id, l1.addr("quic-v1")).await?;
     let providers = within("M2 get_providers", m2.get_providers(provider_key(&cid_b))).await?;
     assert!(
-        providers.providers.iter().any(|p| p.peer == l1.id),
+        providers.peers.iter().any(|p| p.peer == l1.id),
         "M2 did not find L1 as provider: {providers:?}"
     );
-    assert!(providers.stats.success >= 1, "no libp2p peer answered M2: {:?}", providers.stats);
+    assert!(
+        providers.stats.success >= 1,
+        "no libp2p peer answered M2: {:?}",
+        providers.stats
+    );
     let found = within("M2 find_node", m2.find_node(PeerId::random().to_bytes())).await?;
     let got: HashSet<PeerId> = found.peers.iter().map(|p| p.peer).collect();
-    assert!(got.contains(&l1.id), "M2's FIND_NODE result lacks L1: {got:?}");
+    assert!(
+        got.contains(&l1.id),
+        "M2's FIND_NODE result lacks L1: {got:?}"
+    );
     for p in &ps {
-        assert!(got.contains(&p.id), "M2's FIND_NODE result lacks {} (a peer L1 knows): {got:?}", p.id);
+        assert!(
+            got.contains(&p.id),
+            "M2's FIND_NODE result lacks {} (a peer L1 knows): {got:?}",
+            p.id
+        );
     }
     // Every P was reached over a libp2p QUIC connection, never known to M2 beforehand.
     for p in &ps {

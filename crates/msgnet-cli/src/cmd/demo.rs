@@ -546,8 +546,8 @@ const DHT_NODES: usize = 20;
 /// provide/find-providers, with each lookup's rounds, requests and time.
 fn dht(_d: &mut Demo) -> SectionFuture<'_> {
     Box::pin(async move {
-        use msgnet_kad::host::{Dht, DhtConfig};
-        use msgnet_kad::{provider_key, QueryStats, Record};
+        use msgnet_kad::host::Dht;
+        use msgnet_kad::{provider_key, KadConfig, QueryStats, Record};
 
         let figures = |s: &QueryStats| {
             format!(
@@ -565,7 +565,7 @@ fn dht(_d: &mut Demo) -> SectionFuture<'_> {
                 .listen("/ip4/127.0.0.1/udp/0".parse().context("address")?)
                 .build()
                 .await?;
-            dhts.push(Dht::new(&host, DhtConfig::default())?);
+            dhts.push(Dht::new(&host, KadConfig::default())?);
             hosts.push(host);
         }
         // Nodes 1-4 join through node 0, the others through one of those, concurrently.
@@ -583,7 +583,7 @@ fn dht(_d: &mut Demo) -> SectionFuture<'_> {
         futures::future::try_join_all((5..DHT_NODES).map(|i| join(i, i % 5))).await?;
         let mut sizes = Vec::new();
         for d in &dhts {
-            sizes.push(d.routing_table_size().await?);
+            sizes.push(d.stats().await?.table_size);
         }
         sizes.sort_unstable();
         say!(
@@ -595,14 +595,14 @@ fn dht(_d: &mut Demo) -> SectionFuture<'_> {
 
         let key = b"/demo/greeting".to_vec();
         let put = dhts[3]
-            .put_value(Record::new(key.clone(), b"hello, DHT".to_vec()))
+            .put_value(Record::new(key.clone(), b"hello, DHT".to_vec()), 1)
             .await?;
         say!(
             "  node 3 put /demo/greeting: stored on {} peers ({})",
             put.stored,
             figures(&put.stats)
         );
-        let got = dhts[17].get_value(key).await?;
+        let got = dhts[17].get_value(key, 1).await?;
         say!(
             "  node 17 get /demo/greeting: {:?} ({})",
             String::from_utf8_lossy(&got.record.value),
@@ -620,13 +620,13 @@ fn dht(_d: &mut Demo) -> SectionFuture<'_> {
         );
         let found = dhts[11].get_providers(provider_key(&cid)).await?;
         let is_5 = found
-            .providers
+            .peers
             .iter()
             .any(|p| p.peer == hosts[5].local_peer_id());
         anyhow::ensure!(is_5, "node 5 is not among the providers found");
         say!(
             "  node 11 find-providers: {} provider(s), node 5 among them ({})",
-            found.providers.len(),
+            found.peers.len(),
             figures(&found.stats)
         );
         for d in &dhts {

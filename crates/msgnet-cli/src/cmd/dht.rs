@@ -25,7 +25,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use cid::Cid;
 use msgnet::{Host, Multiaddr, PeerId};
-use msgnet_kad::host::{Dht, DhtConfig};
+use msgnet_kad::host::Dht;
 use msgnet_kad::{provider_key, KadConfig, Mode, QueryStats, Record};
 use multiaddr::Protocol;
 
@@ -134,12 +134,9 @@ async fn start(common: &Common) -> anyhow::Result<(Host, Dht)> {
         .listen(listen)
         .build()
         .await?;
-    let config = DhtConfig {
-        kad: KadConfig {
-            mode: Mode::Client,
-            ..KadConfig::default()
-        },
-        ..DhtConfig::default()
+    let config = KadConfig {
+        mode: Mode::Client,
+        ..KadConfig::default()
     };
     let dht = Dht::new(&host, config)?;
     for addr in &common.bootstrap {
@@ -185,7 +182,7 @@ async fn op(dht: &Dht, op: Op) -> anyhow::Result<()> {
                 bail!("the key must not be empty");
             }
             let put = dht
-                .put_value(Record::new(key.as_bytes(), value.as_bytes()))
+                .put_value(Record::new(key.as_bytes(), value.as_bytes()), 1)
                 .await?;
             say(&format!(
                 "stored {key} on {} peers ({})",
@@ -194,7 +191,7 @@ async fn op(dht: &Dht, op: Op) -> anyhow::Result<()> {
             ))
         }
         Op::Get { name: key, .. } => {
-            let got = dht.get_value(key.into_bytes()).await?;
+            let got = dht.get_value(key.into_bytes(), 1).await?;
             say(&output::payload(&got.record.value))?;
             say(&format!("found ({})", figures(&got.stats)))
         }
@@ -208,7 +205,7 @@ async fn op(dht: &Dht, op: Op) -> anyhow::Result<()> {
         }
         Op::FindProviders { cid, .. } => {
             let found = dht.get_providers(provider_key(&cid)).await?;
-            for p in &found.providers {
+            for p in &found.peers {
                 let mut line = p.peer.to_string();
                 for a in &p.addrs {
                     line.push(' ');

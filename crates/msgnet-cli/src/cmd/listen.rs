@@ -26,7 +26,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use msgnet::{Host, IncomingMessage, Multiaddr};
-use msgnet_kad::host::{Dht, DhtConfig};
+use msgnet_kad::host::Dht;
+use msgnet_kad::KadConfig;
 use tokio::sync::mpsc;
 
 use super::{KeyArg, DEFAULT_PROTOCOLS, PING_PROTOCOL};
@@ -82,11 +83,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|a| strip_p2p(output::dialable(a, me)))
             .collect();
-        let config = DhtConfig {
-            local_addrs: Some(local_addrs),
-            ..DhtConfig::default()
-        };
-        Some(Dht::new(&host, config).context("serve the DHT")?)
+        let dht = Dht::new(&host, KadConfig::default()).context("serve the DHT")?;
+        dht.set_local_addrs(local_addrs).await?;
+        Some(dht)
     };
     let (tx, mut rx) = mpsc::channel::<IncomingMessage>(1024);
     let mut protocols: Vec<String> = DEFAULT_PROTOCOLS.iter().map(|p| p.to_string()).collect();

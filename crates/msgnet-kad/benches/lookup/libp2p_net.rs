@@ -92,7 +92,12 @@ impl Node {
         let id = *swarm.local_peer_id();
         let (cmd, rx) = mpsc::channel(16);
         let task = tokio::spawn(run(swarm, rx));
-        Ok(Node { id, addr, cmd, task })
+        Ok(Node {
+            id,
+            addr,
+            cmd,
+            task,
+        })
     }
 
     /// Tells the node a peer's address (a bootstrap peer).
@@ -131,8 +136,7 @@ impl Node {
 }
 
 async fn run(mut swarm: Swarm<NodeBehaviour>, mut rx: mpsc::Receiver<Command>) {
-    let mut bootstraps: HashMap<kad::QueryId, oneshot::Sender<anyhow::Result<()>>> =
-        HashMap::new();
+    let mut bootstraps: HashMap<kad::QueryId, oneshot::Sender<anyhow::Result<()>>> = HashMap::new();
     loop {
         tokio::select! {
             cmd = rx.recv() => match cmd {

@@ -7,23 +7,20 @@ use anyhow::Context;
 use libp2p::identity::Keypair;
 use libp2p::{Multiaddr, PeerId};
 use msgnet::Host;
-use msgnet_kad::host::{Dht, DhtConfig};
+use msgnet_kad::host::Dht;
 use msgnet_kad::{KadConfig, Mode};
 
 use crate::{Lookup, ALPHA, K, STEP_TIMEOUT};
 
 /// The Dht configuration of network nodes (`Server`) and queriers (`Client`): k and alpha
 /// as libp2p-kad's, periodic refresh off (the benchmark bootstraps explicitly).
-fn config(mode: Mode) -> DhtConfig {
-    DhtConfig {
-        kad: KadConfig {
-            k: K,
-            alpha: ALPHA,
-            mode,
-            refresh_interval: None,
-            ..KadConfig::default()
-        },
-        ..DhtConfig::default()
+fn config(mode: Mode) -> KadConfig {
+    KadConfig {
+        k: K,
+        alpha: ALPHA,
+        mode,
+        refresh_interval: None,
+        ..KadConfig::default()
     }
 }
 
@@ -79,7 +76,7 @@ impl Node {
 
     /// Number of peers in its routing table (0 if the Dht stopped).
     pub async fn table_size(&self) -> usize {
-        self.dht.routing_table_size().await.unwrap_or(0)
+        self.dht.stats().await.map_or(0, |s| s.table_size)
     }
 
     /// Diagnostic counters (`LOOKUP_DIAG=1`): datagrams out, in, retransmissions,
