@@ -47,7 +47,7 @@ pub struct Endpoint {
     pub(crate) rng: ChaCha20Rng,
     start: Instant,
     unix_start: Duration,
-    pub(crate) sessions: HashMap<u32, Session>,
+    pub(crate) sessions: HashMap<u32, Box<Session>>,
     by_id: HashMap<SessionId, u32>,
     pub(crate) peers: HashMap<PeerId, PeerEntry>,
     pub(crate) protocols: HashSet<Arc<str>>,
@@ -169,7 +169,7 @@ impl Endpoint {
         (self.unix_start + now.saturating_duration_since(self.start)).as_nanos() as u64
     }
 
-    pub(crate) fn ctx(&mut self) -> (&mut HashMap<u32, Session>, Ctx<'_>) {
+    pub(crate) fn ctx(&mut self) -> (&mut HashMap<u32, Box<Session>>, Ctx<'_>) {
         (
             &mut self.sessions,
             Ctx {
@@ -208,8 +208,11 @@ impl Endpoint {
         touched.sort_unstable();
         touched.dedup();
         for &idx in &touched {
-            let (deadline, queued) = match self.sessions.get(&idx) {
-                Some(s) => (s.next_timeout(&self.config), s.has_queued()),
+            let (deadline, queued) = match self.sessions.get_mut(&idx) {
+                Some(s) => {
+                    s.release_empty();
+                    (s.next_timeout(&self.config), s.has_queued())
+                }
                 None => (None, false),
             };
             self.set_timer(idx, deadline);
@@ -286,7 +289,7 @@ impl Endpoint {
         let idx = s.local_index;
         self.by_id.insert(s.id, idx);
         self.peers.entry(s.peer).or_default().sessions.push(idx);
-        self.sessions.insert(idx, s);
+        self.sessions.insert(idx, Box::new(s));
         self.touch(idx);
     }
 
@@ -698,12 +701,18 @@ impl Endpoint {
             .filter(|(_, p)| {
                 p.sessions
                     .iter()
-                    .any(|i| self.sessions.get(i).is_some_and(Session::established))
+                    .any(|i| self.sessions.get(i).is_some_and(|s| s.established()))
             })
             .map(|(id, _)| *id)
             .collect();
         v.sort();
         v
+    }
+
+    /// The current address of session `session`, if it exists.
+    pub fn session_remote(&self, session: SessionId) -> Option<SocketAddr> {
+        let idx = self.by_id.get(&session)?;
+        self.sessions.get(idx).map(|s| s.remote)
     }
 
     /// The sessions with `peer`.

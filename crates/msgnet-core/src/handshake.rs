@@ -52,12 +52,24 @@ pub(crate) enum HsState {
         deadline: Instant,
     },
     /// Initiator (XX): Finish sent; resent until the responder answers.
-    InitiatorFinish { packet: Vec<u8>, next_retry: Instant, retry: Duration, deadline: Instant },
+    InitiatorFinish {
+        packet: Vec<u8>,
+        next_retry: Instant,
+        retry: Duration,
+        deadline: Instant,
+    },
     /// Responder (IK): Initiation read; the Response waits briefly for replies to the
     /// requests it carried.
-    ResponderHold { hs: Box<Handshake>, until: Instant, deadline: Instant },
+    ResponderHold {
+        hs: Box<Handshake>,
+        until: Instant,
+        deadline: Instant,
+    },
     /// Responder (IK): Response sent; waiting for the first data packet.
-    ResponderWaitData { response: Vec<u8>, deadline: Instant },
+    ResponderWaitData {
+        response: Vec<u8>,
+        deadline: Instant,
+    },
     /// Responder (XX): Response sent; waiting for Finish. No session exists yet.
     ResponderXx {
         hs: Box<Handshake>,
@@ -73,7 +85,9 @@ impl HsState {
     fn is_responder(&self) -> bool {
         matches!(
             self,
-            HsState::ResponderHold { .. } | HsState::ResponderWaitData { .. } | HsState::ResponderXx { .. }
+            HsState::ResponderHold { .. }
+                | HsState::ResponderWaitData { .. }
+                | HsState::ResponderXx { .. }
         )
     }
 }
@@ -84,7 +98,10 @@ fn seed(ep: &mut Endpoint) -> [u8; 32] {
 
 impl Endpoint {
     fn half_open(&self) -> usize {
-        self.handshakes.values().filter(|h| h.is_responder()).count()
+        self.handshakes
+            .values()
+            .filter(|h| h.is_responder())
+            .count()
     }
 
     /// Starts a handshake with `peer` at `addr`; returns the new session's index.
@@ -99,7 +116,10 @@ impl Endpoint {
         }
         let s = seed(self);
         let (hs, pattern) = match crypto::x25519_static_of_peer(&peer) {
-            Some(remote_static) => (Handshake::initiator_ik(&self.identity, &remote_static, s), "IK"),
+            Some(remote_static) => (
+                Handshake::initiator_ik(&self.identity, &remote_static, s),
+                "IK",
+            ),
             None => (Handshake::initiator_xx(&self.identity, s), "XX"),
         };
         let hs = hs.map_err(|e| SendError::Unreachable(format!("handshake setup: {e}")))?;
@@ -135,7 +155,10 @@ impl Endpoint {
             Some(HsState::InitiatorWait { packet: None, .. }) => self.build_initiation(now, idx),
             Some(HsState::ResponderHold { until, .. }) => {
                 let ready = *until <= now
-                    || self.sessions.get(&idx).is_some_and(|s| s.inbound_requests.is_empty());
+                    || self
+                        .sessions
+                        .get(&idx)
+                        .is_some_and(|s| s.inbound_requests.is_empty());
                 ready && self.build_ik_response(now, idx)
             }
             _ => false,
@@ -147,8 +170,13 @@ impl Endpoint {
         let identity = self.identity.identity_payload().to_vec();
         let pad_to = self.config.initiation_padding;
         let max = self.config.max_udp_payload;
-        let Some(HsState::InitiatorWait { hs, packet, noise_start, cookie, .. }) =
-            self.handshakes.get_mut(&idx)
+        let Some(HsState::InitiatorWait {
+            hs,
+            packet,
+            noise_start,
+            cookie,
+            ..
+        }) = self.handshakes.get_mut(&idx)
         else {
             return false;
         };
@@ -162,11 +190,17 @@ impl Endpoint {
                 reassembly_total: &mut self.reassembly_total,
             },
         );
-        let Some(s) = sessions.get_mut(&idx) else { return false };
+        let Some(s) = sessions.get_mut(&idx) else {
+            return false;
+        };
         let mut out = Vec::with_capacity(max);
         wire::encode_initiation_header(
             &mut out,
-            if s.pattern == "IK" { Pattern::IK } else { Pattern::XX },
+            if s.pattern == "IK" {
+                Pattern::IK
+            } else {
+                Pattern::XX
+            },
             idx,
             cookie.as_ref(),
         );
@@ -174,13 +208,30 @@ impl Endpoint {
         let mut payload = Vec::new();
         if s.pattern == "IK" {
             // Identity, timestamp, then the first messages (0-RTT), padded at the front.
-            let fixed = header_len + IK1_OVERHEAD + wire::varint_len(identity.len() as u64) + identity.len() + 8;
+            let fixed = header_len
+                + IK1_OVERHEAD
+                + wire::varint_len(identity.len() as u64)
+                + identity.len()
+                + 8;
             let mut frames = Vec::new();
-            s.write_frames(now, &mut ctx, &mut frames, max.saturating_sub(fixed), 0, true, false);
+            s.write_frames(
+                now,
+                &mut ctx,
+                &mut frames,
+                max.saturating_sub(fixed),
+                0,
+                true,
+                false,
+            );
             let pad = pad_to.saturating_sub(fixed + frames.len());
             let mut padded = vec![0u8; pad];
             padded.extend_from_slice(&frames);
-            HandshakePayload { identity: &identity, timestamp: ts, frames: &padded }.encode(&mut payload);
+            HandshakePayload {
+                identity: &identity,
+                timestamp: ts,
+                frames: &padded,
+            }
+            .encode(&mut payload);
         } else {
             payload = vec![0u8; pad_to.saturating_sub(header_len + 32)];
         }
@@ -198,24 +249,44 @@ impl Endpoint {
     }
 
     fn build_ik_response(&mut self, now: Instant, idx: u32) -> bool {
-        let Some(HsState::ResponderHold { mut hs, deadline, .. }) = self.handshakes.remove(&idx) else {
+        let Some(HsState::ResponderHold {
+            mut hs, deadline, ..
+        }) = self.handshakes.remove(&idx)
+        else {
             return false;
         };
         let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions.get_mut(&idx) else { return false };
+        let Some(s) = sessions.get_mut(&idx) else {
+            return false;
+        };
         let mut out = Vec::new();
         wire::encode_response_header(&mut out, s.remote_index, idx);
         let budget = (s.amp_rx.saturating_sub(s.amp_tx) as usize).min(ctx.config.max_udp_payload);
         let fixed = out.len() + IK2_OVERHEAD + 1 + 8;
         let mut frames = Vec::new();
-        s.write_frames(now, &mut ctx, &mut frames, budget.saturating_sub(fixed), 0, false, true);
+        s.write_frames(
+            now,
+            &mut ctx,
+            &mut frames,
+            budget.saturating_sub(fixed),
+            0,
+            false,
+            true,
+        );
         let mut payload = Vec::new();
-        HandshakePayload { identity: &[], timestamp: 0, frames: &frames }.encode(&mut payload);
+        HandshakePayload {
+            identity: &[],
+            timestamp: 0,
+            frames: &frames,
+        }
+        .encode(&mut payload);
         if hs.write_message(&payload, &mut out).is_err() {
             ctx.stats.drop_packet(DropReason::Handshake);
             return false;
         }
-        let Ok(keys) = hs.into_keys() else { return false };
+        let Ok(keys) = hs.into_keys() else {
+            return false;
+        };
         s.set_keys(Keys::new(keys.send, keys.recv, now));
         s.restart_handshake_packet_clock(now);
         s.amp_tx += out.len() as u64;
@@ -223,8 +294,18 @@ impl Endpoint {
         s.last_tx = now;
         ctx.stats.handshakes_completed += 1;
         let (peer, sid, remote) = (s.peer, s.id, s.remote);
-        self.events.push_back(Event::SessionUp { peer, session: sid, remote });
-        self.handshakes.insert(idx, HsState::ResponderWaitData { response: out.clone(), deadline });
+        self.events.push_back(Event::SessionUp {
+            peer,
+            session: sid,
+            remote,
+        });
+        self.handshakes.insert(
+            idx,
+            HsState::ResponderWaitData {
+                response: out.clone(),
+                deadline,
+            },
+        );
         self.out.push_back((remote, out));
         true
     }
@@ -237,14 +318,21 @@ impl Endpoint {
         len: usize,
     ) {
         match p {
-            OwnedHandshake::Initiation { pattern, sender, cookie, noise } => {
-                self.on_initiation(now, from, pattern, sender, cookie, &noise, len)
-            }
-            OwnedHandshake::Response { receiver, sender, noise } => {
-                self.on_response(now, from, receiver, sender, &noise)
-            }
+            OwnedHandshake::Initiation {
+                pattern,
+                sender,
+                cookie,
+                noise,
+            } => self.on_initiation(now, from, pattern, sender, cookie, &noise, len),
+            OwnedHandshake::Response {
+                receiver,
+                sender,
+                noise,
+            } => self.on_response(now, from, receiver, sender, &noise),
             OwnedHandshake::CookieReply { receiver, cookie } => self.on_cookie(receiver, cookie),
-            OwnedHandshake::Finish { receiver, noise } => self.on_finish(now, from, receiver, &noise, len),
+            OwnedHandshake::Finish { receiver, noise } => {
+                self.on_finish(now, from, receiver, &noise, len)
+            }
             OwnedHandshake::Other => self.stats.drop_packet(DropReason::Malformed),
         }
     }
@@ -254,7 +342,8 @@ impl Endpoint {
             self.flood = (now, 0);
         }
         self.flood.1 = self.flood.1.saturating_add(1);
-        self.flood.1 > self.config.cookie_threshold_per_sec || self.half_open() >= self.config.max_half_open
+        self.flood.1 > self.config.cookie_threshold_per_sec
+            || self.half_open() >= self.config.max_half_open
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -275,7 +364,8 @@ impl Endpoint {
             return;
         }
         if self.under_load(now) {
-            let ok = cookie.is_some_and(|c| self.cookies.verify(now, &mut self.rng, &from, sender, &c));
+            let ok =
+                cookie.is_some_and(|c| self.cookies.verify(now, &mut self.rng, &from, sender, &c));
             if !ok {
                 let c = self.cookies.cookie(now, &mut self.rng, &from, sender);
                 let mut out = Vec::new();
@@ -304,11 +394,18 @@ impl Endpoint {
     fn resend_response(&mut self, idx: u32, from: SocketAddr, len: usize) {
         let (response, amp) = match self.handshakes.get_mut(&idx) {
             Some(HsState::ResponderWaitData { response, .. }) => {
-                let Some(s) = self.sessions.get_mut(&idx) else { return };
+                let Some(s) = self.sessions.get_mut(&idx) else {
+                    return;
+                };
                 s.amp_rx += len as u64;
                 (response.clone(), Some((s.amp_rx, &mut s.amp_tx)))
             }
-            Some(HsState::ResponderXx { response, amp_rx, amp_tx, .. }) => {
+            Some(HsState::ResponderXx {
+                response,
+                amp_rx,
+                amp_tx,
+                ..
+            }) => {
                 *amp_rx += len as u64;
                 (response.clone(), Some((*amp_rx, amp_tx)))
             }
@@ -338,13 +435,17 @@ impl Endpoint {
         hash: [u8; 32],
     ) {
         let sd = seed(self);
-        let Ok(mut hs) = Handshake::responder_ik(&self.identity, sd) else { return };
+        let Ok(mut hs) = Handshake::responder_ik(&self.identity, sd) else {
+            return;
+        };
         let mut plain = Vec::new();
         if hs.read_message(noise, &mut plain).is_err() {
             self.stats.drop_packet(DropReason::Handshake);
             return;
         }
-        let Some((peer, ts, frames)) = self.authenticate(&hs, &plain) else { return };
+        let Some((peer, ts, frames)) = self.authenticate(&hs, &plain) else {
+            return;
+        };
         if !self.check_timestamp(now, peer, ts) {
             return;
         }
@@ -429,7 +530,9 @@ impl Endpoint {
             return;
         }
         let sd = seed(self);
-        let Ok(mut hs) = Handshake::responder_xx(&self.identity, sd) else { return };
+        let Ok(mut hs) = Handshake::responder_xx(&self.identity, sd) else {
+            return;
+        };
         let mut ignored = Vec::new();
         if hs.read_message(noise, &mut ignored).is_err() {
             self.stats.drop_packet(DropReason::Handshake);
@@ -440,7 +543,12 @@ impl Endpoint {
         wire::encode_response_header(&mut out, sender, idx);
         let mut payload = Vec::new();
         let identity = self.identity.identity_payload().to_vec();
-        HandshakePayload { identity: &identity, timestamp: 0, frames: &[] }.encode(&mut payload);
+        HandshakePayload {
+            identity: &identity,
+            timestamp: 0,
+            frames: &[],
+        }
+        .encode(&mut payload);
         if hs.write_message(&payload, &mut out).is_err() {
             return;
         }
@@ -467,16 +575,26 @@ impl Endpoint {
     }
 
     fn on_cookie(&mut self, receiver: u32, c: [u8; 16]) {
-        let Some(HsState::InitiatorWait { packet, noise_start, cookie, .. }) =
-            self.handshakes.get_mut(&receiver)
+        let Some(HsState::InitiatorWait {
+            packet,
+            noise_start,
+            cookie,
+            ..
+        }) = self.handshakes.get_mut(&receiver)
         else {
             self.stats.drop_packet(DropReason::Unexpected);
             return;
         };
         *cookie = Some(c);
         let Some(old) = packet.as_ref() else { return };
-        let Some(s) = self.sessions.get(&receiver) else { return };
-        let pattern = if s.pattern == "IK" { Pattern::IK } else { Pattern::XX };
+        let Some(s) = self.sessions.get(&receiver) else {
+            return;
+        };
+        let pattern = if s.pattern == "IK" {
+            Pattern::IK
+        } else {
+            Pattern::XX
+        };
         let mut out = Vec::with_capacity(old.len() + 16);
         wire::encode_initiation_header(&mut out, pattern, receiver, Some(&c));
         out.extend_from_slice(old.get(*noise_start..).unwrap_or_default());
@@ -486,7 +604,14 @@ impl Endpoint {
         self.out.push_back((dst, out));
     }
 
-    fn on_response(&mut self, now: Instant, from: SocketAddr, receiver: u32, sender: u32, noise: &[u8]) {
+    fn on_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: u32,
+        sender: u32,
+        noise: &[u8],
+    ) {
         let Some(HsState::InitiatorWait { .. }) = self.handshakes.get(&receiver) else {
             self.stats.drop_packet(DropReason::Unexpected);
             return;
@@ -500,8 +625,13 @@ impl Endpoint {
             self.remove_session(receiver, SendError::Unreachable("handshake failed".into()));
             return;
         }
-        let Some(expected) = self.sessions.get(&receiver).map(|s| s.peer) else { return };
-        let xx = self.sessions.get(&receiver).is_some_and(|s| s.pattern == "XX");
+        let Some(expected) = self.sessions.get(&receiver).map(|s| s.peer) else {
+            return;
+        };
+        let xx = self
+            .sessions
+            .get(&receiver)
+            .is_some_and(|s| s.pattern == "XX");
         let frames = if xx {
             let Some((peer, _, _)) = self.authenticate(&hs, &plain) else {
                 self.remove_session(receiver, SendError::Unreachable("bad identity".into()));
@@ -509,7 +639,10 @@ impl Endpoint {
             };
             if peer != expected {
                 self.stats.drop_packet(DropReason::Handshake);
-                self.remove_session(receiver, SendError::Unreachable(format!("peer id mismatch: reached {peer}")));
+                self.remove_session(
+                    receiver,
+                    SendError::Unreachable(format!("peer id mismatch: reached {peer}")),
+                );
                 return;
             }
             Vec::new()
@@ -531,7 +664,9 @@ impl Endpoint {
         } else {
             let Ok(keys) = hs.into_keys() else { return };
             let (sessions, mut ctx) = self.ctx();
-            let Some(s) = sessions.get_mut(&receiver) else { return };
+            let Some(s) = sessions.get_mut(&receiver) else {
+                return;
+            };
             s.remote_index = sender;
             s.remote = from;
             s.set_keys(Keys::new(keys.send, keys.recv, now));
@@ -541,7 +676,11 @@ impl Endpoint {
             s.process_frames(now, &mut ctx, 0, &frames, sum);
             ctx.stats.handshakes_completed += 1;
             let (peer, sid) = (s.peer, s.id);
-            self.events.push_back(Event::SessionUp { peer, session: sid, remote: from });
+            self.events.push_back(Event::SessionUp {
+                peer,
+                session: sid,
+                remote: from,
+            });
         }
         self.mark_dirty(receiver);
     }
@@ -550,17 +689,25 @@ impl Endpoint {
         let ts = self.next_timestamp(now);
         let identity = self.identity.identity_payload().to_vec();
         let (sessions, mut ctx) = self.ctx();
-        let Some(s) = sessions.get_mut(&idx) else { return };
+        let Some(s) = sessions.get_mut(&idx) else {
+            return;
+        };
         s.remote_index = sender;
         let mut out = Vec::new();
         wire::encode_finish_header(&mut out, sender);
-        let fixed = out.len() + XX3_OVERHEAD + wire::varint_len(identity.len() as u64) + identity.len() + 8;
+        let fixed =
+            out.len() + XX3_OVERHEAD + wire::varint_len(identity.len() as u64) + identity.len() + 8;
         s.ping_pending = true;
         let mut frames = Vec::new();
         let limit = ctx.config.max_udp_payload.saturating_sub(fixed);
         s.write_frames(now, &mut ctx, &mut frames, limit, 0, false, false);
         let mut payload = Vec::new();
-        HandshakePayload { identity: &identity, timestamp: ts, frames: &frames }.encode(&mut payload);
+        HandshakePayload {
+            identity: &identity,
+            timestamp: ts,
+            frames: &frames,
+        }
+        .encode(&mut payload);
         if hs.write_message(&payload, &mut out).is_err() {
             return;
         }
@@ -572,7 +719,11 @@ impl Endpoint {
         ctx.stats.handshakes_completed += 1;
         let (peer, sid, remote) = (s.peer, s.id, s.remote);
         let retry = self.config.handshake_retry;
-        self.events.push_back(Event::SessionUp { peer, session: sid, remote });
+        self.events.push_back(Event::SessionUp {
+            peer,
+            session: sid,
+            remote,
+        });
         self.handshakes.insert(
             idx,
             HsState::InitiatorFinish {
@@ -585,7 +736,14 @@ impl Endpoint {
         self.out.push_back((remote, out));
     }
 
-    fn on_finish(&mut self, now: Instant, from: SocketAddr, receiver: u32, noise: &[u8], len: usize) {
+    fn on_finish(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        receiver: u32,
+        noise: &[u8],
+        len: usize,
+    ) {
         if let Some(s) = self.sessions.get_mut(&receiver) {
             if !s.initiator && s.established() {
                 // A retransmitted Finish: our acknowledgement was lost; acknowledge again.
@@ -599,7 +757,12 @@ impl Endpoint {
             self.stats.drop_packet(DropReason::Unexpected);
             return;
         };
-        let Some(HsState::ResponderXx { mut hs, remote_index, .. }) = self.handshakes.remove(&receiver) else {
+        let Some(HsState::ResponderXx {
+            mut hs,
+            remote_index,
+            ..
+        }) = self.handshakes.remove(&receiver)
+        else {
             return;
         };
         let mut plain = Vec::new();
@@ -607,7 +770,9 @@ impl Endpoint {
             self.stats.drop_packet(DropReason::Handshake);
             return;
         }
-        let Some((peer, _ts, frames)) = self.authenticate(&hs, &plain) else { return };
+        let Some((peer, _ts, frames)) = self.authenticate(&hs, &plain) else {
+            return;
+        };
         let Ok(sum) = Session::check_frames(&frames) else {
             self.stats.drop_packet(DropReason::ProtocolViolation);
             return;
@@ -623,7 +788,11 @@ impl Endpoint {
         self.insert_session(s);
         self.add_address(peer, from);
         self.stats.handshakes_completed += 1;
-        self.events.push_back(Event::SessionUp { peer, session: id, remote: from });
+        self.events.push_back(Event::SessionUp {
+            peer,
+            session: id,
+            remote: from,
+        });
         let (sessions, mut ctx) = self.ctx();
         if let Some(s) = sessions.get_mut(&receiver) {
             s.process_frames(now, &mut ctx, 0, &frames, sum);
@@ -633,6 +802,31 @@ impl Endpoint {
 
     /// Handshake retransmissions and deadlines.
     pub(crate) fn handshake_timers(&mut self, now: Instant) {
+        // Most timeouts are the sessions': a scan without allocating finds out whether
+        // any handshake has something to do (the same conditions as the loop below).
+        let due = self.handshakes.iter().any(|(idx, h)| match h {
+            HsState::InitiatorWait {
+                next_retry,
+                deadline,
+                ..
+            } => now >= *next_retry || now >= *deadline,
+            HsState::InitiatorFinish {
+                next_retry,
+                deadline,
+                ..
+            } => {
+                now >= *next_retry
+                    || now >= *deadline
+                    || self.sessions.get(idx).is_some_and(|s| s.confirmed)
+            }
+            HsState::ResponderHold { until, .. } => now >= *until,
+            HsState::ResponderWaitData { deadline, .. } | HsState::ResponderXx { deadline, .. } => {
+                now >= *deadline
+            }
+        });
+        if !due {
+            return;
+        }
         let mut idxs: Vec<u32> = self.handshakes.keys().copied().collect();
         idxs.sort_unstable();
         for idx in idxs {
@@ -641,7 +835,13 @@ impl Endpoint {
             let mut resend: Option<Vec<u8>> = None;
             let confirmed = self.sessions.get(&idx).is_some_and(|s| s.confirmed);
             match self.handshakes.get_mut(&idx) {
-                Some(HsState::InitiatorWait { packet, next_retry, retry, deadline, .. }) => {
+                Some(HsState::InitiatorWait {
+                    packet,
+                    next_retry,
+                    retry,
+                    deadline,
+                    ..
+                }) => {
                     if now >= *deadline {
                         fail = Some(SendError::Unreachable("handshake timed out".into()));
                     } else if now >= *next_retry {
@@ -650,7 +850,12 @@ impl Endpoint {
                         *next_retry = now + *retry;
                     }
                 }
-                Some(HsState::InitiatorFinish { packet, next_retry, retry, deadline }) => {
+                Some(HsState::InitiatorFinish {
+                    packet,
+                    next_retry,
+                    retry,
+                    deadline,
+                }) => {
                     if confirmed {
                         drop_state = true;
                     } else if now >= *deadline {
@@ -697,15 +902,24 @@ impl Endpoint {
         let mut t: Option<Instant> = None;
         for (idx, h) in &self.handshakes {
             let x = match h {
-                HsState::InitiatorWait { next_retry, deadline, .. } => (*next_retry).min(*deadline),
-                HsState::InitiatorFinish { next_retry, deadline, .. } => {
+                HsState::InitiatorWait {
+                    next_retry,
+                    deadline,
+                    ..
+                } => (*next_retry).min(*deadline),
+                HsState::InitiatorFinish {
+                    next_retry,
+                    deadline,
+                    ..
+                } => {
                     if self.sessions.get(idx).is_some_and(|s| s.confirmed) {
                         continue;
                     }
                     (*next_retry).min(*deadline)
                 }
                 HsState::ResponderHold { until, .. } => *until,
-                HsState::ResponderWaitData { deadline, .. } | HsState::ResponderXx { deadline, .. } => *deadline,
+                HsState::ResponderWaitData { deadline, .. }
+                | HsState::ResponderXx { deadline, .. } => *deadline,
             };
             t = Some(t.map_or(x, |t| t.min(x)));
         }

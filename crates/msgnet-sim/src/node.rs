@@ -142,7 +142,12 @@ impl TimerSlot {
     /// Arms the timer for `deadline` (virtual time since the epoch; `None` disarms) at
     /// virtual time `now`. Returns the heap entry to push (instant, generation), if a new
     /// one is needed; `spun` is incremented when a spin was broken.
-    pub(crate) fn rearm(&mut self, deadline: Option<Duration>, now: Duration, spun: &mut u64) -> Option<(Duration, u64)> {
+    pub(crate) fn rearm(
+        &mut self,
+        deadline: Option<Duration>,
+        now: Duration,
+        spun: &mut u64,
+    ) -> Option<(Duration, u64)> {
         let Some(mut at) = deadline else {
             if self.at.take().is_some() {
                 self.gen += 1;
@@ -242,14 +247,18 @@ impl Node {
 
     /// The first hosted service of type `T`.
     pub fn service<T: Service>(&self) -> Option<&T> {
-        self.services.iter().find_map(|s| s.as_ref().as_any().downcast_ref::<T>())
+        self.services
+            .iter()
+            .find_map(|s| s.as_ref().as_any().downcast_ref::<T>())
     }
 
     /// The first hosted service of type `T`, mutably. Outputs it produces are only
     /// drained at the node's next input: use [`Sim::with_service`](crate::Sim::with_service)
     /// to issue commands.
     pub(crate) fn service_mut<T: Service>(&mut self) -> Option<&mut T> {
-        self.services.iter_mut().find_map(|s| s.as_mut().as_any_mut().downcast_mut::<T>())
+        self.services
+            .iter_mut()
+            .find_map(|s| s.as_mut().as_any_mut().downcast_mut::<T>())
     }
 
     /// Hosts `service`: registers its protocols (those not owned yet) on the endpoint.
@@ -298,7 +307,12 @@ impl Node {
     /// to `sent` (destination, bytes) in the endpoint's order, events are recorded (the
     /// auto-responder's and the services' answers can produce more transmits) and
     /// service outputs go through the endpoint, until nothing is left. `buf` is scratch.
-    pub(crate) fn drain(&mut self, now: Instant, buf: &mut Vec<u8>, mut sent: impl FnMut(SocketAddr, &[u8])) {
+    pub(crate) fn drain(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        mut sent: impl FnMut(SocketAddr, &[u8]),
+    ) {
         loop {
             let mut progressed = false;
             while let Some(t) = self.ep.poll_transmit(now, buf) {
@@ -327,13 +341,24 @@ impl Node {
         epoch: Instant,
         now: Duration,
     ) -> (Option<(Duration, u64)>, Option<(Duration, u64)>) {
-        let deadline = self.ep.poll_timeout().map(|t| t.saturating_duration_since(epoch));
-        let ep = self.timer.rearm(deadline, now, &mut self.counters.timer_spins);
+        let deadline = self
+            .ep
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(epoch));
+        let ep = self
+            .timer
+            .rearm(deadline, now, &mut self.counters.timer_spins);
         if self.services.is_empty() {
             return (ep, None);
         }
-        let deadline = self.service_timeout().map(|t| t.saturating_duration_since(epoch));
-        (ep, self.svc_timer.rearm(deadline, now, &mut self.counters.service_timer_spins))
+        let deadline = self
+            .service_timeout()
+            .map(|t| t.saturating_duration_since(epoch));
+        (
+            ep,
+            self.svc_timer
+                .rearm(deadline, now, &mut self.counters.service_timer_spins),
+        )
     }
 
     /// Puts every pending service output through the endpoint; refusals go straight back
@@ -348,8 +373,12 @@ impl Node {
                     self.ep.add_address(o.peer, a);
                 }
                 let r = match o.kind {
-                    OutputKind::Message => self.ep.send(now, o.peer, &o.protocol, o.payload, o.opts),
-                    OutputKind::Request => self.ep.request(now, o.peer, &o.protocol, o.payload, o.opts),
+                    OutputKind::Message => {
+                        self.ep.send(now, o.peer, &o.protocol, o.payload, o.opts)
+                    }
+                    OutputKind::Request => {
+                        self.ep.request(now, o.peer, &o.protocol, o.payload, o.opts)
+                    }
                 };
                 match r {
                     Ok(id) => {
@@ -371,7 +400,7 @@ impl Node {
 
     /// The remote address of `peer`'s session `session`.
     fn session_remote(&self, m: &IncomingMessage) -> Option<SocketAddr> {
-        self.ep.sessions(&m.peer).into_iter().find(|s| s.id == m.session).map(|s| s.remote)
+        self.ep.session_remote(m.session)
     }
 
     /// Whether the node is down (see [`Sim::set_node_down`](crate::Sim::set_node_down)).
@@ -431,7 +460,11 @@ impl Node {
                     let remote = self.session_remote(m);
                     self.services[i].handle_message(now, m, remote)
                 } else {
-                    m.request.as_ref().and(self.responder.as_mut()).and_then(|f| f(m)).map(Ok)
+                    m.request
+                        .as_ref()
+                        .and(self.responder.as_mut())
+                        .and_then(|f| f(m))
+                        .map(Ok)
                 };
                 if let (Some(req), Some(answer)) = (&m.request, answer) {
                     match self.ep.respond(now, req, answer) {

@@ -15,13 +15,16 @@
 //! routes what they sent in a canonical order: deterministic for any thread count.
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p_identity::Keypair;
-use msgnet_core::{Endpoint, EndpointConfig, InboundRequest, IncomingMessage, MessageId, SendError, SendOptions};
+use msgnet_core::{
+    Endpoint, EndpointConfig, InboundRequest, IncomingMessage, MessageId, SendError, SendOptions,
+};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
@@ -32,6 +35,66 @@ use crate::trace::{Mark, Trace, TraceRecord};
 
 mod window;
 
+/// The simulator's own maps (by address, by link) are looked up for every datagram:
+/// they use [`FastHasher`] rather than `std`'s SipHash (no untrusted keys here, and no
+/// result depends on their iteration order).
+type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
+
+/// A multiply-rotate hasher (as rustc's `FxHasher`) for small trusted keys: node ids and
+/// socket addresses.
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // hashbrown takes the top 7 bits as the control byte: spread the low bits up.
+        self.0 ^ (self.0 >> 32)
+    }
+}
+
 /// The UNIX time every simulation starts at (2027-01-15), so handshake timestamps are
 /// the same in every run.
 pub const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
@@ -40,9 +103,21 @@ pub const UNIX_START: Duration = Duration::from_secs(1_800_000_000);
 const MAX_RUN: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
 enum Kind {
-    Deliver { from: NodeId, to: NodeId, from_addr: SocketAddr, data: Vec<u8>, digest: u64 },
-    Timer { node: NodeId, gen: u64 },
-    ServiceTimer { node: NodeId, gen: u64 },
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        from_addr: SocketAddr,
+        data: Vec<u8>,
+        digest: u64,
+    },
+    Timer {
+        node: NodeId,
+        gen: u64,
+    },
+    ServiceTimer {
+        node: NodeId,
+        gen: u64,
+    },
 }
 
 struct Entry {
@@ -79,6 +154,10 @@ pub struct Sim {
     epoch: Instant,
     now: Duration,
     nodes: Vec<Node>,
+    /// Per node, read for every datagram: its address and whether it is down (copies of
+    /// `Node::addr` and `Node::down`, kept apart so routing touches no node state).
+    node_addrs: Vec<SocketAddr>,
+    down: Vec<bool>,
     by_addr: HashMap<SocketAddr, NodeId>,
     default_link: LinkParams,
     overrides: HashMap<(NodeId, NodeId), LinkParams>,
@@ -137,11 +216,13 @@ impl Sim {
             epoch: Instant::now(),
             now: Duration::ZERO,
             nodes: Vec::new(),
-            by_addr: HashMap::new(),
+            node_addrs: Vec::new(),
+            down: Vec::new(),
+            by_addr: HashMap::default(),
             default_link: LinkParams::default(),
-            overrides: HashMap::new(),
-            links: HashMap::new(),
-            shared: HashMap::new(),
+            overrides: HashMap::default(),
+            links: HashMap::default(),
+            shared: HashMap::default(),
             net_rng: stream(0),
             seed_rng: stream(1),
             key_rng: stream(2),
@@ -189,9 +270,28 @@ impl Sim {
         let addr = Self::addr_of(id.0);
         let ep = Endpoint::new(config, keypair, self.instant(), UNIX_START + self.now);
         self.nodes.push(Node::new(ep, addr, self.log));
+        self.node_addrs.push(addr);
+        self.down.push(false);
         self.by_addr.insert(addr, id);
         self.rearm(id);
         id
+    }
+
+    /// The node at `addr`: computed for the addresses [`Sim::addr_of`] hands out (every
+    /// node's), looked up otherwise.
+    fn node_at(&self, addr: SocketAddr) -> Option<NodeId> {
+        if let SocketAddr::V4(v4) = addr {
+            let [a, b, c, d] = v4.ip().octets();
+            let high = u64::from(v4.port().wrapping_sub(4000));
+            let n = (high << 24) | (u64::from(b) << 16) | (u64::from(c) << 8) | u64::from(d);
+            if a == 10 && n > 0 {
+                let i = (n - 1) as usize;
+                if self.node_addrs.get(i) == Some(&addr) {
+                    return Some(NodeId(i));
+                }
+            }
+        }
+        self.by_addr.get(&addr).copied()
     }
 
     /// Adds a node with an ed25519 identity derived from the simulation seed.
@@ -306,6 +406,7 @@ impl Sim {
     /// endpoint keeps running its timers, as a peer that vanished without closing.
     pub fn set_node_down(&mut self, node: NodeId, down: bool) {
         self.nodes[node.0].down = down;
+        self.down[node.0] = down;
     }
 
     /// What to keep of events, for every node (existing and future).
@@ -352,7 +453,10 @@ impl Sim {
 
     /// Counters of the link from `a` to `b`.
     pub fn link_counters(&self, a: NodeId, b: NodeId) -> LinkCounters {
-        self.links.get(&(a, b)).map(|l| l.counters).unwrap_or_default()
+        self.links
+            .get(&(a, b))
+            .map(|l| l.counters)
+            .unwrap_or_default()
     }
 
     /// Counters of all links together.
@@ -466,7 +570,14 @@ impl Sim {
     fn mark(&mut self, mark: Mark, from: NodeId, to: usize, len: usize, digest: u64) {
         self.trace.record(mark, self.now, from.0, to, digest);
         if let Some(log) = &mut self.trace_log {
-            log.push(TraceRecord { mark, at: self.now, from: from.0, to, len, digest });
+            log.push(TraceRecord {
+                mark,
+                at: self.now,
+                from: from.0,
+                to,
+                len,
+                digest,
+            });
         }
     }
 
@@ -480,7 +591,9 @@ impl Sim {
         opts: SendOptions,
     ) -> Result<MessageId, SendError> {
         let (now, peer) = (self.instant(), self.nodes[to.0].peer);
-        let r = self.nodes[from.0].ep.send(now, peer, protocol, payload.into(), opts);
+        let r = self.nodes[from.0]
+            .ep
+            .send(now, peer, protocol, payload.into(), opts);
         self.after_input(from);
         r
     }
@@ -496,7 +609,9 @@ impl Sim {
         opts: SendOptions,
     ) -> Result<MessageId, SendError> {
         let (now, peer) = (self.instant(), self.nodes[to.0].peer);
-        let r = self.nodes[from.0].ep.request(now, peer, protocol, payload.into(), opts);
+        let r = self.nodes[from.0]
+            .ep
+            .request(now, peer, protocol, payload.into(), opts);
         self.after_input(from);
         r
     }
@@ -520,12 +635,20 @@ impl Sim {
     /// Returns false when nothing is scheduled.
     pub fn step(&mut self) -> bool {
         self.flush_touched();
-        let Some(Reverse(e)) = self.heap.pop() else { return false };
+        let Some(Reverse(e)) = self.heap.pop() else {
+            return false;
+        };
         self.now = self.now.max(e.at);
         match e.kind {
-            Kind::Deliver { from, to, from_addr, mut data, digest } => {
+            Kind::Deliver {
+                from,
+                to,
+                from_addr,
+                mut data,
+                digest,
+            } => {
                 self.steps += 1;
-                if self.nodes[from.0].down || self.nodes[to.0].down {
+                if self.down[from.0] || self.down[to.0] {
                     self.count(from, to, |c| c.dropped_down += 1);
                     self.mark(Mark::Down, from, to.0, data.len(), digest);
                     return true;
@@ -606,7 +729,11 @@ impl Sim {
 
     fn push(&mut self, at: Duration, kind: Kind) {
         self.seq += 1;
-        self.heap.push(Reverse(Entry { at, seq: self.seq, kind }));
+        self.heap.push(Reverse(Entry {
+            at,
+            seq: self.seq,
+            kind,
+        }));
     }
 
     /// Drains `id`'s transmits and events (answers can produce more transmits) and
@@ -615,8 +742,11 @@ impl Sim {
     /// never touches an endpoint.)
     fn after_input(&mut self, id: NodeId) {
         let now = self.instant();
-        let (mut buf, mut sent, mut bytes) =
-            (std::mem::take(&mut self.buf), std::mem::take(&mut self.sent), std::mem::take(&mut self.sent_bytes));
+        let (mut buf, mut sent, mut bytes) = (
+            std::mem::take(&mut self.buf),
+            std::mem::take(&mut self.sent),
+            std::mem::take(&mut self.sent_bytes),
+        );
         self.nodes[id.0].drain(now, &mut buf, |dst, data| {
             sent.push((dst, bytes.len(), data.len()));
             bytes.extend_from_slice(data);
@@ -649,19 +779,20 @@ impl Sim {
 
     /// Puts one datagram from `from` on the link to its destination.
     fn route(&mut self, from: NodeId, dst: SocketAddr, data: &[u8]) {
-        self.route_digested(from, dst, data, Trace::digest(data));
+        self.route_digested(from, dst, data.to_vec(), Trace::digest(data));
     }
 
-    /// [`Sim::route`] with the datagram's digest already computed (by a worker).
-    fn route_digested(&mut self, from: NodeId, dst: SocketAddr, data: &[u8], digest: u64) {
+    /// [`Sim::route`] of an owned datagram with its digest already computed (by a
+    /// worker): the buffer moves into the heap entry of its delivery.
+    fn route_digested(&mut self, from: NodeId, dst: SocketAddr, data: Vec<u8>, digest: u64) {
         let (len, now) = (data.len(), self.now);
-        let Some(&to) = self.by_addr.get(&dst) else {
+        let Some(to) = self.node_at(dst) else {
             self.unroutable += 1;
             self.mark(Mark::Unroutable, from, usize::MAX, len, digest);
             return;
         };
         self.mark(Mark::Sent, from, to.0, len, digest);
-        if self.nodes[from.0].down {
+        if self.down[from.0] {
             self.count(from, to, |c| {
                 c.sent += 1;
                 c.bytes_sent += len as u64;
@@ -686,18 +817,74 @@ impl Sim {
             dropped_down: 0,
             duplicated: after.duplicated - before.duplicated,
         });
-        let from_addr = self.nodes[from.0].addr;
+        let from_addr = self.node_addrs[from.0];
         match fate {
             Fate::Lost => self.mark(Mark::Lost, from, to.0, len, digest),
             Fate::QueueFull => self.mark(Mark::QueueFull, from, to.0, len, digest),
             Fate::Deliver { at, dup } => {
                 if let Some(d) = dup {
                     self.mark(Mark::Duplicated, from, to.0, len, digest);
-                    let data = data.to_vec();
-                    self.push(d, Kind::Deliver { from, to, from_addr, data, digest });
+                    let data = data.clone();
+                    self.push(
+                        d,
+                        Kind::Deliver {
+                            from,
+                            to,
+                            from_addr,
+                            data,
+                            digest,
+                        },
+                    );
                 }
-                let data = data.to_vec();
-                self.push(at, Kind::Deliver { from, to, from_addr, data, digest });
+                self.push(
+                    at,
+                    Kind::Deliver {
+                        from,
+                        to,
+                        from_addr,
+                        data,
+                        digest,
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_at_inverts_addr_of_and_falls_back_to_the_map() {
+        let mut sim = Sim::new(3);
+        let ids: Vec<NodeId> = (0..3)
+            .map(|_| sim.add_ed25519_node(EndpointConfig::default()))
+            .collect();
+        for id in &ids {
+            assert_eq!(sim.node_at(Sim::addr_of(id.0)), Some(*id));
+            assert_eq!(sim.node_at(sim.node(*id).addr), Some(*id));
+        }
+        // No such node: next index, index 0 of the scheme, another network, IPv6.
+        assert_eq!(sim.node_at(Sim::addr_of(3)), None);
+        assert_eq!(sim.node_at("10.0.0.0:4000".parse().unwrap()), None);
+        assert_eq!(sim.node_at("11.0.0.1:4000".parse().unwrap()), None);
+        assert_eq!(sim.node_at("10.0.0.1:4001".parse().unwrap()), None);
+        assert_eq!(sim.node_at("[::1]:4000".parse().unwrap()), None);
+    }
+
+    #[test]
+    fn fast_hasher_separates_link_keys() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<FastHasher>::default();
+        let mut seen = std::collections::HashSet::new();
+        for a in 0..64usize {
+            for c in 0..64usize {
+                assert!(
+                    seen.insert(b.hash_one((NodeId(a), NodeId(c)))),
+                    "collision at ({a}, {c})"
+                );
             }
         }
     }

@@ -22,11 +22,13 @@ use super::CryptoError;
 pub const TAG_LEN: usize = 16;
 
 /// One direction's packet protection key.
+///
+/// Only the 32 key bytes are kept: *ring*'s `LessSafeKey` is built for each packet
+/// (for ChaCha20-Poly1305 that is a copy of the key), because a `LessSafeKey` is sized
+/// for *ring*'s largest AEAD key schedule (over 500 bytes) and a session holds up to
+/// three of these keys.
 #[derive(Clone)]
 pub struct PacketKey {
-    /// `None` only if `ring` refused the key, which it does for a wrong key length
-    /// alone (never for 32 bytes); every operation then fails with a typed error.
-    aead: Option<LessSafeKey>,
     key: [u8; 32],
 }
 
@@ -42,8 +44,16 @@ pub struct SessionKeys {
 impl PacketKey {
     /// Creates a packet key from 32 raw key bytes.
     pub fn new(key: [u8; 32]) -> Self {
-        let aead = UnboundKey::new(&CHACHA20_POLY1305, &key).ok().map(LessSafeKey::new);
-        PacketKey { aead, key }
+        PacketKey { key }
+    }
+
+    /// *ring*'s key for this key's bytes. `None` only if *ring* refused the key, which it
+    /// does for a wrong key length alone (never for 32 bytes); the caller then fails with
+    /// a typed error.
+    fn aead(&self) -> Option<LessSafeKey> {
+        UnboundKey::new(&CHACHA20_POLY1305, &self.key)
+            .ok()
+            .map(LessSafeKey::new)
     }
 
     /// Encrypts `buf[plaintext_start..]` in place, authenticating `header` as associated
@@ -73,7 +83,7 @@ impl PacketKey {
         buf: &mut Vec<u8>,
         plaintext_start: usize,
     ) -> Result<(), CryptoError> {
-        let aead = self.aead.as_ref().ok_or(CryptoError::Encrypt)?;
+        let aead = self.aead().ok_or(CryptoError::Encrypt)?;
         let plaintext = buf.get_mut(plaintext_start..).ok_or(CryptoError::Encrypt)?;
         let tag = aead
             .seal_in_place_separate_tag(nonce(pn), Aad::from(header), plaintext)
@@ -98,7 +108,7 @@ impl PacketKey {
         if pn == u64::MAX || sealed.len() < TAG_LEN {
             return Err(CryptoError::Decrypt);
         }
-        let aead = self.aead.as_ref().ok_or(CryptoError::Decrypt)?;
+        let aead = self.aead().ok_or(CryptoError::Decrypt)?;
         let plaintext = aead
             .open_in_place(nonce(pn), Aad::from(header), sealed)
             .map_err(|_| CryptoError::Decrypt)?;
@@ -154,6 +164,20 @@ mod tests {
 
     fn key(b: u8) -> PacketKey {
         PacketKey::new([b; 32])
+    }
+
+    #[test]
+    fn packet_key_holds_only_the_key_bytes() {
+        // A session holds up to three keys: they must not carry ring's key schedule
+        // (a `LessSafeKey` is sized for AES-GCM's, over 500 bytes).
+        assert_eq!(std::mem::size_of::<PacketKey>(), 32);
+        // The key built per packet is the same key: same ciphertext for the same input.
+        let (a, b) = (key(9), key(9));
+        let (mut x, mut y) = (b"payload".to_vec(), b"payload".to_vec());
+        a.seal(7, b"h", &mut x, 0).expect("seal");
+        b.seal(7, b"h", &mut y, 0).expect("seal");
+        assert_eq!(x, y);
+        assert_ne!(&x[..7], b"payload");
     }
 
     #[test]

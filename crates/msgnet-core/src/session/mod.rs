@@ -48,7 +48,14 @@ struct Pmtu {
 impl Pmtu {
     fn start(&mut self, lo: usize, hi: usize) {
         if !self.started {
-            *self = Pmtu { lo, hi, in_flight: None, tries: 0, started: true, top_tried: false };
+            *self = Pmtu {
+                lo,
+                hi,
+                in_flight: None,
+                tries: 0,
+                started: true,
+                top_tried: false,
+            };
         }
     }
 
@@ -295,6 +302,40 @@ impl Session {
         self.keys.is_some()
     }
 
+    /// Frees the storage of the containers that are empty: a `BTreeMap` keeps its last
+    /// node (over a kilobyte here) and a `HashMap` or `VecDeque` its table when emptied,
+    /// and most sessions sit idle between exchanges. Called after every input that
+    /// touched the session; an empty container costs nothing to check.
+    pub(crate) fn release_empty(&mut self) {
+        if self.sent.is_empty() {
+            self.sent = BTreeMap::new();
+        }
+        if self.messages.is_empty() {
+            self.messages = BTreeMap::new();
+        }
+        fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+            if m.is_empty() && m.capacity() > 0 {
+                m.shrink_to_fit();
+            }
+        }
+        fn shrink_set<K: Eq + std::hash::Hash>(m: &mut HashSet<K>) {
+            if m.is_empty() && m.capacity() > 0 {
+                m.shrink_to_fit();
+            }
+        }
+        fn shrink_deque<T>(q: &mut VecDeque<T>) {
+            if q.is_empty() && q.capacity() > 0 {
+                *q = VecDeque::new();
+            }
+        }
+        shrink_set(&mut self.queued);
+        shrink_set(&mut self.inbound_requests);
+        shrink_map(&mut self.pending_requests);
+        shrink_map(&mut self.reassembly);
+        shrink_deque(&mut self.queue);
+        shrink_deque(&mut self.control);
+    }
+
     /// Ack-eliciting packets received since the last acknowledgement went out.
     pub(crate) fn acks_owed(&self) -> u32 {
         self.eliciting_since_ack
@@ -350,11 +391,15 @@ impl Session {
             let int = self.next_int;
             self.next_int += 1;
             self.out_by_int.insert(int, protocol.clone());
-            self.out_channels.insert(protocol.clone(), OutChannel::new(protocol.clone(), int));
+            self.out_channels
+                .insert(protocol.clone(), OutChannel::new(protocol.clone(), int));
         }
         let seq = match delivery {
             Delivery::Unreliable => None,
-            _ => self.out_channels.get_mut(&protocol).map(OutChannel::next_seq),
+            _ => self
+                .out_channels
+                .get_mut(&protocol)
+                .map(OutChannel::next_seq),
         };
         let kind = match kind {
             OutKind::Request(_) => {
@@ -382,7 +427,17 @@ impl Session {
         self.buffered += payload.len();
         self.messages.insert(
             key,
-            OutMessage { id, protocol, kind, delivery, seq, payload, early_data, deadline, frag },
+            OutMessage {
+                id,
+                protocol,
+                kind,
+                delivery,
+                seq,
+                payload,
+                early_data,
+                deadline,
+                frag,
+            },
         );
         for i in 0..units {
             self.queue.push_back((key, i));
@@ -416,12 +471,17 @@ impl Session {
         let mut pending: Vec<(u64, MessageId)> = self.pending_requests.drain().collect();
         pending.sort();
         for (_, id) in pending {
-            ctx.events.push_back(Event::Response { id, result: Err(err.clone()) });
+            ctx.events.push_back(Event::Response {
+                id,
+                result: Err(err.clone()),
+            });
         }
     }
 
     fn on_sack(&mut self, now: Instant, ctx: &mut Ctx<'_>, sack: &Sack) {
-        let Some(largest) = sack.largest() else { return };
+        let Some(largest) = sack.largest() else {
+            return;
+        };
         let mut newly: Vec<(u64, SentPacket)> = Vec::new();
         for &(lo, hi) in &sack.ranges {
             let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(pn, _)| *pn).collect();
@@ -459,9 +519,17 @@ impl Session {
             }
         }
         for (_, p) in newly {
-            let inits = p.messages.iter().filter_map(|(_, _, i)| *i).chain(p.inits.iter().copied());
+            let inits = p
+                .messages
+                .iter()
+                .filter_map(|(_, _, i)| *i)
+                .chain(p.inits.iter().copied());
             for int in inits {
-                if let Some(ch) = self.out_by_int.get(&int).and_then(|pr| self.out_channels.get_mut(pr)) {
+                if let Some(ch) = self
+                    .out_by_int
+                    .get(&int)
+                    .and_then(|pr| self.out_channels.get_mut(pr))
+                {
                     ch.init_acked = true;
                 }
             }
@@ -474,7 +542,9 @@ impl Session {
 
     /// One unit (a whole message, or one fragment) was acknowledged.
     fn unit_acked(&mut self, ctx: &mut Ctx<'_>, key: u64, frag: u32) {
-        let Some(m) = self.messages.get_mut(&key) else { return };
+        let Some(m) = self.messages.get_mut(&key) else {
+            return;
+        };
         if let Some(f) = m.frag.as_mut() {
             match f.acked.get_mut(frag as usize) {
                 Some(a) if !*a => {
@@ -494,14 +564,18 @@ impl Session {
     }
 
     fn message_acked(&mut self, ctx: &mut Ctx<'_>, key: u64) {
-        let Some(m) = self.take_message(key) else { return };
+        let Some(m) = self.take_message(key) else {
+            return;
+        };
         self.unqueue(key);
         if let (Some(seq), Some(ch)) = (m.seq, self.out_channels.get_mut(&m.protocol)) {
             ch.acked(seq);
         }
         match (m.kind, m.id) {
             (OutKind::Request(_), _) | (_, None) => {}
-            (_, Some(id)) => ctx.events.push_back(Event::SendComplete { id, result: Ok(()) }),
+            (_, Some(id)) => ctx
+                .events
+                .push_back(Event::SendComplete { id, result: Ok(()) }),
         }
     }
 
@@ -515,8 +589,13 @@ impl Session {
     }
 
     fn requeue(&mut self, key: u64, frag: u32) {
-        let Some(m) = self.messages.get(&key) else { return };
-        if m.frag.as_ref().is_some_and(|f| f.acked.get(frag as usize) == Some(&true)) {
+        let Some(m) = self.messages.get(&key) else {
+            return;
+        };
+        if m.frag
+            .as_ref()
+            .is_some_and(|f| f.acked.get(frag as usize) == Some(&true))
+        {
             return;
         }
         if self.queued.insert((key, frag)) {
@@ -526,7 +605,9 @@ impl Session {
 
     /// Declares lost the packets sent well before a later acknowledged one.
     fn detect_loss(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        let Some(largest) = self.largest_acked else { return };
+        let Some(largest) = self.largest_acked else {
+            return;
+        };
         let delay = self.rtt.loss_delay();
         let lost: Vec<u64> = self
             .sent
@@ -540,7 +621,9 @@ impl Session {
     }
 
     fn packet_lost(&mut self, now: Instant, ctx: &mut Ctx<'_>, pn: u64) {
-        let Some(p) = self.sent.remove(&pn) else { return };
+        let Some(p) = self.sent.remove(&pn) else {
+            return;
+        };
         if let Some(size) = p.probe {
             // A lost probe says the path is narrower, not congested (RFC 8899 §4.4).
             self.cc.forget(p.size);
@@ -569,7 +652,8 @@ impl Session {
             return None;
         }
         let oldest = self.sent.values().find(|p| p.ack_eliciting)?;
-        let rto = self.rtt.rto(ctx_config.max_ack_delay) * 2u32.saturating_pow(self.rto_backoff.min(10));
+        let rto =
+            self.rtt.rto(ctx_config.max_ack_delay) * 2u32.saturating_pow(self.rto_backoff.min(10));
         Some(oldest.time + rto.min(MAX_RTO))
     }
 
@@ -683,8 +767,14 @@ impl Session {
 fn fail_message(ctx: &mut Ctx<'_>, m: &OutMessage, err: SendError) {
     let Some(id) = m.id else { return };
     match m.kind {
-        OutKind::Request(_) => ctx.events.push_back(Event::Response { id, result: Err(err) }),
-        _ => ctx.events.push_back(Event::SendComplete { id, result: Err(err) }),
+        OutKind::Request(_) => ctx.events.push_back(Event::Response {
+            id,
+            result: Err(err),
+        }),
+        _ => ctx.events.push_back(Event::SendComplete {
+            id,
+            result: Err(err),
+        }),
     }
 }
 
@@ -692,10 +782,16 @@ fn fail_message(ctx: &mut Ctx<'_>, m: &OutMessage, err: SendError) {
 /// a 4-byte sequence number, a large request id, an explicit length.
 fn worst_message_frame(protocol: &str) -> MessageFrame<'_> {
     MessageFrame {
-        init: Some(wire::Init { transport_id: 0, protocol }),
+        init: Some(wire::Init {
+            transport_id: 0,
+            protocol,
+        }),
         protocol_int: u16::MAX,
         ordered: false,
-        seq: Some(wire::TruncatedSeq { value: u32::MAX, len: 4 }),
+        seq: Some(wire::TruncatedSeq {
+            value: u32::MAX,
+            len: 4,
+        }),
         kind: wire::MessageKind::Request(u64::from(u32::MAX) * 16),
         payload: &[],
         explicit_len: true,

@@ -19,8 +19,17 @@ use crate::node::{Node, NodeId, TimerKind};
 use crate::trace::{Mark, Trace};
 
 /// Chunks of work per thread and window: more than one, so a thread that drew cheap
-/// events (no handshake) takes more while another is busy.
-const CHUNKS_PER_THREAD: usize = 4;
+/// events takes more while another is busy.
+const CHUNKS_PER_THREAD: usize = 8;
+
+/// Estimated cost of a delivered handshake packet (first byte ≥ 0x80: Diffie-Hellman
+/// operations, a signature check) in units of other events, for splitting a window
+/// into chunks of about equal cost. Only the split depends on it, never the run.
+const HANDSHAKE_WEIGHT: u64 = 24;
+
+/// Windows of less estimated cost than this run on the calling thread alone: starting
+/// threads would cost more than they save (most windows of a quiet network are tiny).
+const MIN_PARALLEL_WEIGHT: u64 = 2 * HANDSHAKE_WEIGHT;
 
 /// One event of a window, for the worker that runs its node.
 struct Work {
@@ -45,12 +54,11 @@ enum Rec {
         len: usize,
         digest: u64,
     },
-    /// The node sent `len` bytes (at `start` in its lane's `bytes`, with this digest)
-    /// to `dst`.
+    /// The node sent `data` (with this digest) to `dst`. The replay moves `data` into
+    /// the heap entry of its delivery.
     Sent {
         dst: SocketAddr,
-        start: usize,
-        len: usize,
+        data: Vec<u8>,
         digest: u64,
     },
     /// The endpoint's timer is armed for after the window.
@@ -66,14 +74,29 @@ struct Out {
     rec: Rec,
 }
 
+/// Datagram buffers a lane keeps for reuse (delivered datagrams' buffers carry the
+/// next datagrams sent, so a datagram costs no allocation on its way).
+const POOL_MAX: usize = 1024;
+
 /// One worker's output of a window (reused across windows).
 #[derive(Default)]
 struct Lane {
     out: Vec<Out>,
-    bytes: Vec<u8>,
     buf: Vec<u8>,
+    /// Buffers of delivered datagrams, for the datagrams sent next (at most
+    /// [`POOL_MAX`]).
+    pool: Vec<Vec<u8>>,
     steps: u64,
     last: Duration,
+}
+
+impl Lane {
+    /// Keeps a delivered datagram's buffer for reuse.
+    fn recycle(&mut self, data: &mut Vec<u8>) {
+        if self.pool.len() < POOL_MAX && data.capacity() > 0 {
+            self.pool.push(std::mem::take(data));
+        }
+    }
 }
 
 /// Buffers of windowed mode, reused across windows so that a window allocates little.
@@ -109,9 +132,7 @@ impl Sim {
                 break;
             };
             let (node, dropped) = match &entry.kind {
-                Kind::Deliver { from, to, .. } => {
-                    (to.0, self.nodes[from.0].down || self.nodes[to.0].down)
-                }
+                Kind::Deliver { from, to, .. } => (to.0, self.down[from.0] || self.down[to.0]),
                 Kind::Timer { node, .. } | Kind::ServiceTimer { node, .. } => (node.0, false),
             };
             s.work.push(Work {
@@ -130,9 +151,10 @@ impl Sim {
         }
         let epoch = self.epoch;
         {
-            let chunks = chunks(&mut self.nodes, &mut s.work, threads);
+            let total: u64 = s.work.iter().map(weight).sum();
+            let chunks = chunks(&mut self.nodes, &mut s.work, threads, total);
             let lanes = &mut s.lanes[..threads];
-            if threads == 1 || chunks.len() == 1 {
+            if threads == 1 || chunks.len() == 1 || total < MIN_PARALLEL_WEIGHT {
                 for c in chunks {
                     run_chunk(c, &mut lanes[0], epoch, w_end);
                 }
@@ -171,29 +193,25 @@ impl Sim {
         }
         s.order.sort_unstable();
         for &(at, node, li, i) in &s.order {
-            let lane = &s.lanes[li as usize];
             let id = NodeId(node);
             self.now = at;
-            match lane.out[i as usize].rec {
-                Rec::Delivered { from, len, digest } => {
+            match &mut s.lanes[li as usize].out[i as usize].rec {
+                &mut Rec::Delivered { from, len, digest } => {
                     self.count(from, id, |c| {
                         c.delivered += 1;
                         c.bytes_delivered += len as u64;
                     });
                     self.mark(Mark::Delivered, from, node, len, digest);
                 }
-                Rec::Down { from, len, digest } => {
+                &mut Rec::Down { from, len, digest } => {
                     self.count(from, id, |c| c.dropped_down += 1);
                     self.mark(Mark::Down, from, node, len, digest);
                 }
-                Rec::Sent {
-                    dst,
-                    start,
-                    len,
-                    digest,
-                } => self.route_digested(id, dst, &lane.bytes[start..start + len], digest),
-                Rec::Timer { at, gen } => self.push(at, Kind::Timer { node: id, gen }),
-                Rec::ServiceTimer { at, gen } => {
+                Rec::Sent { dst, data, digest } => {
+                    self.route_digested(id, *dst, std::mem::take(data), *digest)
+                }
+                &mut Rec::Timer { at, gen } => self.push(at, Kind::Timer { node: id, gen }),
+                &mut Rec::ServiceTimer { at, gen } => {
                     self.push(at, Kind::ServiceTimer { node: id, gen })
                 }
             }
@@ -201,7 +219,6 @@ impl Sim {
         self.now = last;
         for lane in &mut s.lanes {
             lane.out.clear();
-            lane.bytes.clear();
             lane.last = Duration::ZERO;
         }
         s.work.clear();
@@ -209,15 +226,33 @@ impl Sim {
     }
 }
 
+/// The estimated cost of one event (see [`HANDSHAKE_WEIGHT`]).
+fn weight(w: &Work) -> u64 {
+    match &w.entry.kind {
+        Kind::Deliver { data, .. } if !w.dropped && data.first().is_some_and(|b| *b >= 0x80) => {
+            HANDSHAKE_WEIGHT
+        }
+        _ => 1,
+    }
+}
+
 /// Splits the window's events (sorted by node) and the nodes they belong to into
-/// chunks of about equal numbers of events, never splitting a node's events.
-fn chunks<'a>(nodes: &'a mut [Node], work: &'a mut [Work], threads: usize) -> Vec<Chunk<'a>> {
-    let per_chunk = (work.len() / (threads * CHUNKS_PER_THREAD)).max(1);
+/// chunks of about equal estimated cost (`total` for all of them), never splitting a
+/// node's events.
+fn chunks<'a>(
+    nodes: &'a mut [Node],
+    work: &'a mut [Work],
+    threads: usize,
+    total: u64,
+) -> Vec<Chunk<'a>> {
+    let per_chunk = (total / (threads * CHUNKS_PER_THREAD) as u64).max(1);
     let mut out = Vec::new();
     let (mut nodes, mut work, mut base) = (nodes, work, 0);
     while !work.is_empty() {
-        let mut k = per_chunk.min(work.len());
-        while k < work.len() && work[k].node == work[k - 1].node {
+        let mut k = 0;
+        let mut cost = 0;
+        while k < work.len() && (cost < per_chunk || work[k].node == work[k - 1].node) {
+            cost += weight(&work[k]);
             k += 1;
         }
         let (lo, hi) = (work[0].node, work[k - 1].node + 1);
@@ -314,6 +349,7 @@ fn run_node(
                             node: id,
                             rec: Rec::Down { from, len, digest },
                         });
+                        lane.recycle(data);
                         continue;
                     }
                     lane.out.push(Out {
@@ -322,6 +358,7 @@ fn run_node(
                         rec: Rec::Delivered { from, len, digest },
                     });
                     node.deliver(instant, *from_addr, data);
+                    lane.recycle(data);
                 }
                 Kind::Timer { gen, .. } => {
                     if !node.fire_timer(TimerKind::Endpoint, *gen, instant) {
@@ -340,29 +377,31 @@ fn run_node(
             let Some((at, _, k)) = next_local else { break };
             let Some(l) = local[k].take() else { break };
             now = at;
-            let which = if k == 0 { TimerKind::Endpoint } else { TimerKind::Services };
+            let which = if k == 0 {
+                TimerKind::Endpoint
+            } else {
+                TimerKind::Services
+            };
             if !node.fire_timer(which, l.gen, epoch + now) {
                 continue;
             }
             lane.steps += 1;
         }
         // After an input: drain, then re-arm.
-        let Lane {
-            out, bytes, buf, ..
-        } = &mut *lane;
-        node.drain(epoch + now, buf, |dst, data| {
-            let (start, len, digest) = (bytes.len(), data.len(), Trace::digest(data));
+        let Lane { out, buf, pool, .. } = &mut *lane;
+        node.drain(epoch + now, buf, |dst, bytes| {
+            let mut data = pool.pop().unwrap_or_default();
+            data.clear();
+            data.extend_from_slice(bytes);
             out.push(Out {
                 at: now,
                 node: id,
                 rec: Rec::Sent {
                     dst,
-                    start,
-                    len,
-                    digest,
+                    data,
+                    digest: Trace::digest(bytes),
                 },
             });
-            bytes.extend_from_slice(data);
         });
         let (ep, svc) = node.rearm_timers(epoch, now);
         for (k, armed) in [ep, svc].into_iter().enumerate() {
