@@ -78,6 +78,12 @@ pub struct EndpointConfig {
     pub cookie_threshold_per_sec: u32,
     /// At most this many sessions. Default 65536.
     pub max_sessions: usize,
+    /// At most this many peers in the address book that have no session and no address
+    /// given with [`Endpoint::add_address`](crate::Endpoint::add_address): peers known only
+    /// because they contacted us. When one more goes idle (its last session ends), the
+    /// one idle longest is forgotten, addresses and all; a later send to it then fails
+    /// with `SendError::NoAddress` until an address is added. Default 4096.
+    pub max_dormant_peers: usize,
     /// At most this many unacknowledged reliable messages per session; sends beyond it
     /// are refused with `SendError::Backpressure` so the caller waits. Default 4096.
     pub max_in_flight_messages: usize,
@@ -130,6 +136,7 @@ impl Default for EndpointConfig {
             max_half_open: 1024,
             cookie_threshold_per_sec: 1000,
             max_sessions: 65536,
+            max_dormant_peers: 4096,
             max_in_flight_messages: 4096,
             max_ack_delay: Duration::from_millis(10),
             coalesce: true,

@@ -32,10 +32,15 @@ const ACK_EVERY: u32 = 16;
 /// Longest protocol id accepted.
 pub const MAX_PROTOCOL_LEN: usize = 1024;
 
+/// Most addresses kept per peer (see [`Endpoint::add_address`]).
+pub const MAX_ADDRS_PER_PEER: usize = 8;
+
 #[derive(Debug, Default)]
 pub(crate) struct PeerEntry {
     pub(crate) addrs: Vec<SocketAddr>,
     pub(crate) sessions: Vec<u32>,
+    /// An address was given with `add_address`: the entry is never forgotten.
+    pub(crate) pinned: bool,
 }
 
 /// One UDP socket's worth of msgnet: sessions, handshakes and channels. Sans-IO.
@@ -50,6 +55,10 @@ pub struct Endpoint {
     pub(crate) sessions: HashMap<u32, Box<Session>>,
     by_id: HashMap<SessionId, u32>,
     pub(crate) peers: HashMap<PeerId, PeerEntry>,
+    /// Unpinned peers in the order their last session ended (a peer may appear more than
+    /// once, or again after a new session; such stale entries are skipped). Bounds the
+    /// address book at `max_dormant_peers` peers with no session and no pinned address.
+    dormant: VecDeque<PeerId>,
     pub(crate) protocols: HashSet<Arc<str>>,
     pub(crate) handshakes: HashMap<u32, HsState>,
     pub(crate) cookies: CookieJar,
@@ -104,6 +113,7 @@ impl Endpoint {
             sessions: HashMap::new(),
             by_id: HashMap::new(),
             peers: HashMap::new(),
+            dormant: VecDeque::new(),
             protocols: HashSet::new(),
             handshakes: HashMap::new(),
             cookies,
@@ -308,6 +318,10 @@ impl Endpoint {
         self.by_id.remove(&s.id);
         if let Some(p) = self.peers.get_mut(&s.peer) {
             p.sessions.retain(|i| *i != idx);
+            if p.sessions.is_empty() && !p.pinned {
+                self.dormant.push_back(s.peer);
+                self.forget_dormant();
+            }
         }
         if s.established() {
             self.events.push_back(Event::SessionDown {
@@ -315,6 +329,22 @@ impl Endpoint {
                 session: s.id,
                 reason: err.to_string(),
             });
+        }
+    }
+
+    /// Forgets the peers idle longest while more than `max_dormant_peers` are queued.
+    fn forget_dormant(&mut self) {
+        while self.dormant.len() > self.config.max_dormant_peers {
+            let Some(peer) = self.dormant.pop_front() else {
+                break;
+            };
+            if self
+                .peers
+                .get(&peer)
+                .is_some_and(|p| p.sessions.is_empty() && !p.pinned)
+            {
+                self.peers.remove(&peer);
+            }
         }
     }
 
@@ -407,6 +437,7 @@ impl Endpoint {
         if let Some(p) = self.peers.get_mut(&peer) {
             if !p.addrs.contains(&remote) {
                 p.addrs.insert(0, remote);
+                p.addrs.truncate(MAX_ADDRS_PER_PEER);
             }
         }
         if let Some(reason) = closed {
@@ -465,10 +496,18 @@ impl Endpoint {
 
     // ----- commands -----------------------------------------------------------------
 
-    /// Adds an address for `peer` (tried first when a session must be started).
+    /// Adds an address for `peer`. A new session starts at the peer's first address: the
+    /// newest one a session of the peer was seen at, else the first added. At most
+    /// [`MAX_ADDRS_PER_PEER`] are kept: when full, a new one replaces the last. A peer with
+    /// an added address stays in the address book (see
+    /// [`EndpointConfig::max_dormant_peers`]).
     pub fn add_address(&mut self, peer: PeerId, addr: SocketAddr) {
         let e = self.peers.entry(peer).or_default();
+        e.pinned = true;
         if !e.addrs.contains(&addr) {
+            if e.addrs.len() >= MAX_ADDRS_PER_PEER {
+                e.addrs.pop();
+            }
             e.addrs.push(addr);
         }
     }

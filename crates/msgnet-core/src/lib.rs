@@ -42,7 +42,7 @@ pub mod stream;
 pub mod wire;
 
 pub use config::{Delivery, EndpointConfig, SendOptions};
-pub use endpoint::{Endpoint, MAX_PROTOCOL_LEN};
+pub use endpoint::{Endpoint, MAX_ADDRS_PER_PEER, MAX_PROTOCOL_LEN};
 pub use error::SendError;
 pub use event::{
     Event, InboundRequest, IncomingMessage, MessageId, SessionId, SessionInfo, Transmit,

@@ -599,3 +599,63 @@ fn two_hundred_ordered_messages_sent_at_once_arrive_in_order() {
         .collect();
     assert_eq!(got, (0..200).collect::<Vec<_>>());
 }
+
+/// The address book is bounded: peers known only because they contacted us are forgotten,
+/// oldest idle first, beyond `max_dormant_peers`; peers given an address are kept; a peer
+/// keeps at most `MAX_ADDRS_PER_PEER` addresses.
+#[test]
+fn address_book_forgets_idle_inbound_peers_beyond_the_bound() {
+    let mut p = ready_pair();
+    // B with a small bound (a new identity; each A below is given its address).
+    let kb = Keypair::generate_ed25519();
+    p.b.peer = kb.public().to_peer_id();
+    let unix = Duration::from_secs(1_800_000_000);
+    p.b.ep = msgnet_core::Endpoint::new(EndpointConfig { max_dormant_peers: 3, ..config(2) }, &kb, p.now, unix);
+    p.b.ep.register_protocol(P);
+    let b_addr = p.b.addr;
+    // A pinned peer: B was given its address.
+    let pinned = Keypair::generate_ed25519();
+    p.b.ep.add_address(pinned.public().to_peer_id(), "10.0.9.9:9".parse().unwrap());
+
+    let mut initiators = Vec::new();
+    for i in 0..6u8 {
+        let k = if i == 0 { pinned.clone() } else { Keypair::generate_ed25519() };
+        let addr: std::net::SocketAddr = format!("10.0.1.{}:1000", i + 1).parse().unwrap();
+        p.a = util::Node {
+            peer: k.public().to_peer_id(),
+            ep: msgnet_core::Endpoint::new(config(10 + i), &k, p.now, unix),
+            addr,
+            events: Vec::new(),
+            responder: None,
+        };
+        p.a.ep.add_address(p.b.peer, b_addr);
+        let now = p.now;
+        let id = p.a.ep.send(now, p.b.peer, P, Bytes::from(vec![i]), SendOptions::default()).unwrap();
+        assert!(p.run_until(Duration::from_secs(5), |p| completion_of(&p.a, id).is_some()));
+        assert_eq!(completion_of(&p.a, id).unwrap(), Ok(()));
+        // A's first data packet (it confirms the session) tells B where A is.
+        p.run_for(Duration::from_millis(100));
+        assert_eq!(p.b.ep.addresses(&p.a.peer).first(), Some(&addr), "B learned where {i} came from");
+        // A goes away: B's session with it ends, and the peer becomes idle.
+        let now = p.now;
+        p.a.ep.close(now);
+        p.run_for(Duration::from_millis(100));
+        assert!(p.b.ep.sessions(&p.a.peer).is_empty(), "B closed its session with {i}");
+        initiators.push((p.a.peer, addr));
+    }
+    let known: Vec<bool> = initiators.iter().map(|(peer, _)| !p.b.ep.addresses(peer).is_empty()).collect();
+    // 0 is pinned; of the five unpinned, the two idle longest are forgotten.
+    assert_eq!(known, [true, false, false, true, true, true]);
+    assert_eq!(p.b.ep.addresses(&initiators[0].0), vec![initiators[0].1, "10.0.9.9:9".parse().unwrap()]);
+    assert_eq!(p.b.ep.send(p.now, initiators[1].0, P, Bytes::new(), SendOptions::default()), Err(SendError::NoAddress));
+
+    // At most MAX_ADDRS_PER_PEER addresses per peer; a new one replaces the last.
+    let many = Keypair::generate_ed25519().public().to_peer_id();
+    for port in 1..=20u16 {
+        p.b.ep.add_address(many, std::net::SocketAddr::from(([10, 0, 2, 1], port)));
+    }
+    let addrs = p.b.ep.addresses(&many);
+    assert_eq!(addrs.len(), msgnet_core::MAX_ADDRS_PER_PEER);
+    assert_eq!(addrs.first(), Some(&std::net::SocketAddr::from(([10, 0, 2, 1], 1))));
+    assert_eq!(addrs.last(), Some(&std::net::SocketAddr::from(([10, 0, 2, 1], 20))));
+}
