@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{noise, tcp, yamux, Multiaddr, StreamProtocol, Swarm};
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 
 /// The stream protocol of the baseline.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/msgnet/bench/bulk-baseline/1.0.0");
@@ -31,7 +31,8 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn listen_addr(self) -> Multiaddr {
+    /// An address on 127.0.0.1 with a port the OS picks.
+    pub(crate) fn listen_addr(self) -> Multiaddr {
         let s = match self {
             Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
             Transport::TcpNoiseYamux => "/ip4/127.0.0.1/tcp/0",
@@ -65,6 +66,37 @@ fn swarm(transport: Transport) -> anyhow::Result<Swarm<libp2p_stream::Behaviour>
     })
 }
 
+/// Makes `swarm` listen on `transport` on 127.0.0.1 and returns its address, polling
+/// only `swarm`.
+pub(crate) async fn listen<B: NetworkBehaviour>(swarm: &mut Swarm<B>, transport: Transport) -> anyhow::Result<Multiaddr> {
+    swarm.listen_on(transport.listen_addr()).context("listen")?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some())
+            .await
+            .context("did not start listening")?
+        {
+            SwarmEvent::NewListenAddr { address, .. } => return Ok(address),
+            SwarmEvent::ListenerError { error, .. } => bail!("listener: {error}"),
+            _ => {}
+        }
+    }
+}
+
+/// Dials `peer` at `addr` from `swarm` and polls `swarm` until the connection is up.
+pub(crate) async fn connect<B: NetworkBehaviour>(swarm: &mut Swarm<B>, addr: Multiaddr, peer: PeerId) -> anyhow::Result<()> {
+    swarm.dial(addr).context("dial")?;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), swarm.select_next_some())
+            .await
+            .context("no connection")?
+        {
+            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == peer => return Ok(()),
+            SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
+            _ => {}
+        }
+    }
+}
+
 /// Move `total` bytes over one stream of `transport`; the time from the first write
 /// to the last byte read.
 pub async fn bulk(transport: Transport, total: u64, chunk: usize) -> anyhow::Result<Duration> {
@@ -75,20 +107,8 @@ pub async fn bulk(transport: Transport, total: u64, chunk: usize) -> anyhow::Res
         .new_control()
         .accept(PROTOCOL)
         .map_err(|e| anyhow!("accept: {e}"))?;
-    receiver
-        .listen_on(transport.listen_addr())
-        .context("listen")?;
     let receiver_id = *receiver.local_peer_id();
-    let addr = loop {
-        match tokio::time::timeout(Duration::from_secs(10), receiver.select_next_some())
-            .await
-            .context("receiver did not start listening")?
-        {
-            SwarmEvent::NewListenAddr { address, .. } => break address,
-            SwarmEvent::ListenerError { error, .. } => bail!("listener: {error}"),
-            _ => {}
-        }
-    };
+    let addr = listen(&mut receiver, transport).await?;
     let receiver_task = tokio::spawn(async move {
         loop {
             receiver.select_next_some().await;
@@ -122,17 +142,7 @@ pub async fn bulk(transport: Transport, total: u64, chunk: usize) -> anyhow::Res
     // Sender: dial, wait for the connection, then drive it in the background.
     let mut sender = swarm(transport)?;
     let mut control = sender.behaviour().new_control();
-    sender.dial(addr).context("dial")?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), sender.select_next_some())
-            .await
-            .context("no connection")?
-        {
-            SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == receiver_id => break,
-            SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
-            _ => {}
-        }
-    }
+    connect(&mut sender, addr, receiver_id).await?;
     let sender_task = tokio::spawn(async move {
         loop {
             sender.select_next_some().await;

@@ -42,7 +42,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm};
 
-use super::libp2p_baseline::Transport;
+use super::libp2p_baseline::{connect, listen, Transport};
 use super::{median_p99, PAYLOAD};
 
 /// Request/response protocol of both sides.
@@ -357,15 +357,6 @@ impl request_response::Codec for LpCodec {
 
 // ---- swarms ----
 
-fn listen_addr(t: Transport) -> Multiaddr {
-    let s = match t {
-        Transport::Quic => "/ip4/127.0.0.1/udp/0/quic-v1",
-        Transport::TcpNoiseYamux => "/ip4/127.0.0.1/tcp/0",
-    };
-    #[allow(clippy::unwrap_used)] // constant, valid addresses
-    s.parse().unwrap()
-}
-
 fn build<B: NetworkBehaviour>(transport: Transport, behaviour: impl FnOnce() -> B) -> anyhow::Result<Swarm<B>> {
     let config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(Duration::from_secs(60));
     let builder = libp2p::SwarmBuilder::with_new_identity().with_tokio();
@@ -481,17 +472,7 @@ async fn serve<B: Side>(
 ) -> anyhow::Result<()> {
     let mut server = make(transport)?;
     server.behaviour_mut().serve_setup();
-    server.listen_on(listen_addr(transport)).context("listen")?;
-    let addr = loop {
-        match tokio::time::timeout(Duration::from_secs(10), server.select_next_some())
-            .await
-            .context("server did not start listening")?
-        {
-            SwarmEvent::NewListenAddr { address, .. } => break address,
-            SwarmEvent::ListenerError { error, .. } => bail!("listener: {error}"),
-            _ => {}
-        }
-    };
+    let addr = listen(&mut server, transport).await?;
     let _ = ready.send((*server.local_peer_id(), addr));
     loop {
         tokio::select! {
@@ -532,17 +513,7 @@ where
             return Err(anyhow!("the server stopped before listening"));
         };
         let mut client = make(transport)?;
-        client.dial(addr).context("dial")?;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), client.select_next_some())
-                .await
-                .context("no connection")?
-            {
-                SwarmEvent::ConnectionEstablished { peer_id, .. } if peer_id == server_id => break,
-                SwarmEvent::OutgoingConnectionError { error, .. } => bail!("dial: {error}"),
-                _ => {}
-            }
-        }
+        connect(&mut client, addr, server_id).await?;
         job(client, server_id).await
     };
     let result = match runtimes {
