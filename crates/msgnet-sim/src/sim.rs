@@ -16,7 +16,6 @@
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
@@ -36,64 +35,9 @@ use crate::trace::{Mark, Trace, TraceRecord};
 mod window;
 
 /// The simulator's own maps (by address, by link) are looked up for every datagram:
-/// they use [`FastHasher`] rather than `std`'s SipHash (no untrusted keys here, and no
-/// result depends on their iteration order).
-type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
-
-/// A multiply-rotate hasher (as rustc's `FxHasher`) for small trusted keys: node ids and
-/// socket addresses.
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::K);
-    }
-}
-
-impl Hasher for FastHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        // hashbrown takes the top 7 bits as the control byte: spread the low bits up.
-        self.0 ^ (self.0 >> 32)
-    }
-}
+/// FxHash rather than `std`'s SipHash (no untrusted keys here, and no result depends on
+/// their iteration order).
+type HashMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// The UNIX time every simulation starts at (2027-01-15), so handshake timestamps are
 /// the same in every run.
@@ -275,23 +219,6 @@ impl Sim {
         self.by_addr.insert(addr, id);
         self.rearm(id);
         id
-    }
-
-    /// The node at `addr`: computed for the addresses [`Sim::addr_of`] hands out (every
-    /// node's), looked up otherwise.
-    fn node_at(&self, addr: SocketAddr) -> Option<NodeId> {
-        if let SocketAddr::V4(v4) = addr {
-            let [a, b, c, d] = v4.ip().octets();
-            let high = u64::from(v4.port().wrapping_sub(4000));
-            let n = (high << 24) | (u64::from(b) << 16) | (u64::from(c) << 8) | u64::from(d);
-            if a == 10 && n > 0 {
-                let i = (n - 1) as usize;
-                if self.node_addrs.get(i) == Some(&addr) {
-                    return Some(NodeId(i));
-                }
-            }
-        }
-        self.by_addr.get(&addr).copied()
     }
 
     /// Adds a node with an ed25519 identity derived from the simulation seed.
@@ -786,7 +713,7 @@ impl Sim {
     /// worker): the buffer moves into the heap entry of its delivery.
     fn route_digested(&mut self, from: NodeId, dst: SocketAddr, data: Vec<u8>, digest: u64) {
         let (len, now) = (data.len(), self.now);
-        let Some(to) = self.node_at(dst) else {
+        let Some(&to) = self.by_addr.get(&dst) else {
             self.unroutable += 1;
             self.mark(Mark::Unroutable, from, usize::MAX, len, digest);
             return;
@@ -845,45 +772,6 @@ impl Sim {
                         data,
                         digest,
                     },
-                );
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_at_inverts_addr_of_and_falls_back_to_the_map() {
-        let mut sim = Sim::new(3);
-        let ids: Vec<NodeId> = (0..3)
-            .map(|_| sim.add_ed25519_node(EndpointConfig::default()))
-            .collect();
-        for id in &ids {
-            assert_eq!(sim.node_at(Sim::addr_of(id.0)), Some(*id));
-            assert_eq!(sim.node_at(sim.node(*id).addr), Some(*id));
-        }
-        // No such node: next index, index 0 of the scheme, another network, IPv6.
-        assert_eq!(sim.node_at(Sim::addr_of(3)), None);
-        assert_eq!(sim.node_at("10.0.0.0:4000".parse().unwrap()), None);
-        assert_eq!(sim.node_at("11.0.0.1:4000".parse().unwrap()), None);
-        assert_eq!(sim.node_at("10.0.0.1:4001".parse().unwrap()), None);
-        assert_eq!(sim.node_at("[::1]:4000".parse().unwrap()), None);
-    }
-
-    #[test]
-    fn fast_hasher_separates_link_keys() {
-        use std::hash::BuildHasher;
-        let b = BuildHasherDefault::<FastHasher>::default();
-        let mut seen = std::collections::HashSet::new();
-        for a in 0..64usize {
-            for c in 0..64usize {
-                assert!(
-                    seen.insert(b.hash_one((NodeId(a), NodeId(c)))),
-                    "collision at ({a}, {c})"
                 );
             }
         }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{Entry, Kind, Sim};
-use crate::node::{Node, NodeId, TimerKind};
+use crate::node::{Node, NodeId, TimerKind, TimerSlot};
 use crate::trace::{Mark, Trace};
 
 /// Chunks of work per thread and window: more than one, so a thread that drew cheap
@@ -414,29 +414,23 @@ fn run_node(
         }
     }
     // Timers armed for after the window go on the heap, once per node and timer.
-    if node.timer.generation() != gens.0 {
-        if let Some(at) = node.timer.armed() {
-            lane.out.push(Out {
-                at: now,
-                node: id,
-                rec: Rec::Timer {
-                    at,
-                    gen: node.timer.generation(),
-                },
-            });
-        }
+    let armed = |t: &TimerSlot, seen: u64| {
+        let gen = t.generation();
+        t.armed().filter(|_| gen != seen).map(|at| (at, gen))
+    };
+    if let Some((at, gen)) = armed(&node.timer, gens.0) {
+        lane.out.push(Out {
+            at: now,
+            node: id,
+            rec: Rec::Timer { at, gen },
+        });
     }
-    if node.svc_timer.generation() != gens.1 {
-        if let Some(at) = node.svc_timer.armed() {
-            lane.out.push(Out {
-                at: now,
-                node: id,
-                rec: Rec::ServiceTimer {
-                    at,
-                    gen: node.svc_timer.generation(),
-                },
-            });
-        }
+    if let Some((at, gen)) = armed(&node.svc_timer, gens.1) {
+        lane.out.push(Out {
+            at: now,
+            node: id,
+            rec: Rec::ServiceTimer { at, gen },
+        });
     }
     lane.last = lane.last.max(now);
 }
