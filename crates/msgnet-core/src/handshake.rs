@@ -491,7 +491,7 @@ impl Endpoint {
             self.stats.drop_packet(DropReason::Handshake);
             return None;
         };
-        let Ok(key) = crypto::verify_identity_payload(p.identity, &remote_static) else {
+        let Ok(key) = crypto::identity_of_proven_static(p.identity, &remote_static) else {
             self.stats.drop_packet(DropReason::Handshake);
             return None;
         };

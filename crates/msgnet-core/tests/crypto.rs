@@ -113,6 +113,58 @@ fn identity_payload_for_other_static_fails() {
     );
 }
 
+/// The endpoint's check, for a static key the handshake proved: an ed25519 identity with
+/// its derived static key is taken without its signature (the X25519 secret is the
+/// signing scalar); every other binding is verified in full.
+#[test]
+fn identity_of_proven_static_checks_what_the_handshake_does_not_prove() {
+    let id = ed25519_identity(1);
+    let other = ed25519_identity(2);
+    let key = identity_of_proven_static(id.identity_payload(), id.static_public())
+        .expect("derived static key");
+    assert_eq!(key.to_peer_id(), id.peer_id());
+    // Signed for another static key, presented with the derived one: the holder of the
+    // derived key's secret could sign anything for this identity, so it is accepted...
+    let signed_for_other = encode_identity_payload(id.keypair(), other.static_public());
+    assert_eq!(
+        identity_of_proven_static(&signed_for_other, id.static_public())
+            .expect("derived static key")
+            .to_peer_id(),
+        id.peer_id()
+    );
+    // ...but the strict check still refuses it.
+    assert_eq!(
+        verify_identity_payload(&signed_for_other, id.static_public()),
+        Err(CryptoError::BadSignature)
+    );
+    // An ed25519 identity claimed with a static key not derived from it needs its
+    // signature over that key: someone else's payload does not carry one.
+    assert_eq!(
+        identity_of_proven_static(id.identity_payload(), other.static_public()),
+        Err(CryptoError::BadSignature)
+    );
+    // A random static key signed by the identity (as other implementations may use).
+    let random_static = MontgomeryPoint::mul_base_clamped([9; 32]).to_bytes();
+    let signed = encode_identity_payload(id.keypair(), &random_static);
+    assert!(identity_of_proven_static(&signed, &random_static).is_ok());
+    assert_eq!(
+        identity_of_proven_static(&signed, other.static_public()),
+        Err(CryptoError::BadSignature)
+    );
+    // Other key types are always verified.
+    let secp = secp256k1_identity(3);
+    assert!(identity_of_proven_static(secp.identity_payload(), secp.static_public()).is_ok());
+    assert_eq!(
+        identity_of_proven_static(secp.identity_payload(), id.static_public()),
+        Err(CryptoError::BadSignature)
+    );
+    // Malformed payloads are refused before any key comparison.
+    assert_eq!(
+        identity_of_proven_static(&[0x0a, 0x05, 1], id.static_public()),
+        Err(CryptoError::BadIdentityPayload)
+    );
+}
+
 #[test]
 fn identity_payload_skips_unknown_fields() {
     let id = ed25519_identity(1);

@@ -10,12 +10,12 @@
 use std::fmt;
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
-use curve25519_dalek::montgomery::MontgomeryPoint;
 use libp2p_identity::{ed25519, Keypair, PeerId, PublicKey};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha512};
 use zeroize::Zeroize;
 
+use super::noise::StaticKey;
 use super::CryptoError;
 
 /// Prefix of the message signed by the identity key in the libp2p noise handshake payload.
@@ -126,6 +126,46 @@ pub fn verify_identity_payload(
     bytes: &[u8],
     static_public: &[u8; 32],
 ) -> Result<PublicKey, CryptoError> {
+    let (public, sig) = decode_identity_payload(bytes)?;
+    if !public.verify(&signed_message(static_public), sig) {
+        return Err(CryptoError::BadSignature);
+    }
+    Ok(public)
+}
+
+/// The identity bound to a Noise static key the handshake has already proven the remote
+/// holds (the endpoint calls this once the message carrying the payload decrypted).
+///
+/// As [`verify_identity_payload`], except for an ed25519 identity whose static key is the
+/// one derived from it (§6.1 of docs/wire.md: every msgnet node's): its signature is not
+/// checked. The X25519 secret of that static key *is* the ed25519 signing scalar, so a
+/// remote proven to hold it could sign anything for that identity; the signature adds no
+/// assurance, and checking it cost about a tenth of a handshake's CPU. Any other payload
+/// (other key types, a random static key) is verified in full.
+///
+/// # Errors
+///
+/// As [`verify_identity_payload`].
+pub fn identity_of_proven_static(
+    bytes: &[u8],
+    static_public: &[u8; 32],
+) -> Result<PublicKey, CryptoError> {
+    let (public, sig) = decode_identity_payload(bytes)?;
+    let derived = public
+        .clone()
+        .try_into_ed25519()
+        .ok()
+        .and_then(|ed| x25519_public_from_ed25519(&ed));
+    if derived.as_ref() != Some(static_public)
+        && !public.verify(&signed_message(static_public), sig)
+    {
+        return Err(CryptoError::BadSignature);
+    }
+    Ok(public)
+}
+
+/// The identity key and the signature of a noise handshake payload, unchecked.
+fn decode_identity_payload(bytes: &[u8]) -> Result<(PublicKey, &[u8]), CryptoError> {
     let mut identity_key: Option<&[u8]> = None;
     let mut identity_sig: Option<&[u8]> = None;
     let mut rest = bytes;
@@ -160,18 +200,14 @@ pub fn verify_identity_payload(
     let sig = identity_sig.ok_or(CryptoError::BadIdentityPayload)?;
     let public =
         PublicKey::try_decode_protobuf(key).map_err(|_| CryptoError::BadIdentityPayload)?;
-    if !public.verify(&signed_message(static_public), sig) {
-        return Err(CryptoError::BadSignature);
-    }
-    Ok(public)
+    Ok((public, sig))
 }
 
 /// The local node's identity: its libp2p keypair and the X25519 static key bound to it.
 pub struct LocalIdentity {
     keypair: Keypair,
     peer_id: PeerId,
-    static_secret: [u8; 32],
-    static_public: [u8; 32],
+    static_key: StaticKey,
     payload: Vec<u8>,
 }
 
@@ -191,18 +227,16 @@ impl LocalIdentity {
                 s
             }
         };
-        let static_public = MontgomeryPoint::mul_base_clamped(static_secret).to_bytes();
-        let payload = encode_identity_payload(&keypair, &static_public);
+        let static_key = StaticKey::new(static_secret);
+        static_secret.zeroize();
+        let payload = encode_identity_payload(&keypair, static_key.public());
         let peer_id = keypair.public().to_peer_id();
-        let identity = LocalIdentity {
+        LocalIdentity {
             keypair,
             peer_id,
-            static_secret,
-            static_public,
+            static_key,
             payload,
-        };
-        static_secret.zeroize();
-        identity
+        }
     }
 
     /// The local `PeerId`.
@@ -217,7 +251,7 @@ impl LocalIdentity {
 
     /// The X25519 static public key used in Noise handshakes.
     pub fn static_public(&self) -> &[u8; 32] {
-        &self.static_public
+        self.static_key.public()
     }
 
     /// The precomputed libp2p noise handshake payload (identity key and signature over
@@ -226,9 +260,9 @@ impl LocalIdentity {
         &self.payload
     }
 
-    /// The X25519 static secret key, for the handshake builders.
-    pub(crate) fn static_secret(&self) -> &[u8; 32] {
-        &self.static_secret
+    /// The X25519 static key pair, for the handshake builders.
+    pub(crate) fn static_key(&self) -> &StaticKey {
+        &self.static_key
     }
 }
 
@@ -236,14 +270,8 @@ impl fmt::Debug for LocalIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalIdentity")
             .field("peer_id", &self.peer_id)
-            .field("static_public", &hex_short(&self.static_public))
+            .field("static_public", &hex_short(self.static_public()))
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for LocalIdentity {
-    fn drop(&mut self) {
-        self.static_secret.zeroize();
     }
 }
 

@@ -3,10 +3,11 @@
 //! `snow` draws ephemeral keys from its resolver's RNG; [`SeededResolver`] hands out a
 //! `ChaCha20Rng` seeded by the caller, so this module never touches the OS RNG and a
 //! handshake is reproducible. Hash and cipher are `snow`'s default ones. X25519 gives the
-//! results of `snow`'s default (curve25519-dalek) faster: DH runs on *ring*'s X25519, and
-//! the local static public key comes from the [`LocalIdentity`] (computed once per
-//! identity) instead of being derived again for every handshake. The bytes on the wire are
-//! those of plain `snow` (see `tests/noise_vectors.rs`).
+//! results of `snow`'s default (curve25519-dalek) faster: key pairs and DH run on
+//! AWS-LC's X25519 (through `aws-lc-rs`), and the local static key comes parsed from the
+//! [`LocalIdentity`] (once per identity) instead of being derived again for every
+//! handshake. The bytes on the wire are those of plain `snow` (see
+//! `tests/noise_vectors.rs`).
 //!
 //! The handshake does not build identity payloads itself: callers pass
 //! [`LocalIdentity::identity_payload`] (possibly followed by their own data) as the payload
@@ -19,10 +20,10 @@
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
+use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey, X25519};
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use ring::agreement;
 use zeroize::Zeroize;
 
 use rand_chacha::ChaCha20Rng;
@@ -51,13 +52,13 @@ const HANDSHAKE_OVERHEAD: usize = 128;
 /// A `snow` crypto resolver whose RNG is a `ChaCha20Rng` seeded by the caller.
 ///
 /// Hash and cipher come from [`DefaultResolver`]. X25519 gives the default resolver's
-/// results, with DH on *ring* (faster), and a local static key pair given with
+/// results, on AWS-LC (faster), and a local static key pair given with
 /// [`with_static`](Self::with_static) spares the derivation of its public key. The RNG is
 /// handed out once (snow asks for it once per handshake); later requests get `None`.
 pub struct SeededResolver {
     rng: Cell<Option<ChaCha20Rng>>,
-    /// The local static key pair (secret, public), if known in advance.
-    static_pair: Option<([u8; 32], [u8; 32])>,
+    /// The local static key pair, if known in advance.
+    static_pair: Option<StaticKey>,
 }
 
 impl SeededResolver {
@@ -70,79 +71,91 @@ impl SeededResolver {
     }
 
     /// As [`new`](Self::new), for handshakes whose local static key is `local`'s: its
-    /// X25519 public key is taken from `local` rather than computed again.
+    /// X25519 public key and parsed private key are taken from `local` rather than
+    /// computed again.
     pub fn with_static(seed: [u8; 32], local: &LocalIdentity) -> Self {
         SeededResolver {
             rng: Cell::new(Some(ChaCha20Rng::from_seed(seed))),
-            static_pair: Some((*local.static_secret(), *local.static_public())),
+            static_pair: Some(local.static_key().clone()),
         }
     }
 }
 
-impl Drop for SeededResolver {
+/// An X25519 key pair computed once: the secret, its public key and AWS-LC's parsed form
+/// of the secret (`None` if AWS-LC refused it; DH then runs on curve25519-dalek). The
+/// secret is wiped on drop; the parsed key is shared, not copied, between handshakes.
+#[derive(Clone)]
+pub(crate) struct StaticKey {
+    secret: [u8; 32],
+    public: [u8; 32],
+    parsed: Option<Arc<PrivateKey>>,
+}
+
+impl StaticKey {
+    /// The key pair of the X25519 secret `secret` (clamped by X25519 itself).
+    pub(crate) fn new(secret: [u8; 32]) -> Self {
+        let parsed = PrivateKey::from_private_key(&X25519, &secret).ok();
+        let public = parsed
+            .as_ref()
+            .and_then(|key| key.compute_public_key().ok())
+            .and_then(|public| <[u8; 32]>::try_from(public.as_ref()).ok())
+            .unwrap_or_else(|| MontgomeryPoint::mul_base_clamped(secret).to_bytes());
+        StaticKey {
+            secret,
+            public,
+            parsed: parsed.map(Arc::new),
+        }
+    }
+
+    pub(crate) fn secret(&self) -> &[u8; 32] {
+        &self.secret
+    }
+
+    pub(crate) fn public(&self) -> &[u8; 32] {
+        &self.public
+    }
+
+    /// X25519 (RFC 7748) of this secret and the point `u`.
+    ///
+    /// AWS-LC (s2n-bignum's X25519 on x86-64 and Arm, about 1.5 times as fast as *ring*'s
+    /// and 2.2 times curve25519-dalek's Montgomery ladder here) and curve25519-dalek
+    /// implement RFC 7748 exactly: clamped scalar, top bit of `u` ignored, non-canonical
+    /// `u` reduced. AWS-LC refuses an all-zero result (a small-order `u`); curve25519-dalek
+    /// then gives the answer snow's default resolver gives.
+    fn dh(&self, u: &[u8; 32]) -> [u8; 32] {
+        let shared = self.parsed.as_ref().and_then(|key| {
+            let peer = UnparsedPublicKey::new(&X25519, u);
+            agreement::agree(key, peer, (), |s| <[u8; 32]>::try_from(s).map_err(|_| ())).ok()
+        });
+        shared.unwrap_or_else(|| MontgomeryPoint(*u).mul_clamped(self.secret).to_bytes())
+    }
+}
+
+impl Drop for StaticKey {
     fn drop(&mut self) {
-        if let Some((secret, _)) = self.static_pair.as_mut() {
-            secret.zeroize();
-        }
+        self.secret.zeroize();
     }
 }
 
-/// X25519 with the results of `snow`'s default resolver: public keys from curve25519-dalek's
-/// precomputed base-point table (as the default), DH with [`x25519`]; a known key pair's
-/// public key is not derived again, and the private key is wiped on drop.
+/// X25519 with the results of `snow`'s default resolver, on AWS-LC: a fresh key pair
+/// costs one base-point multiplication, a known key pair (the local static key) none.
 struct Dh25519 {
-    privkey: [u8; 32],
-    pubkey: [u8; 32],
-    known: Option<([u8; 32], [u8; 32])>,
+    key: Option<StaticKey>,
+    known: Option<StaticKey>,
 }
 
 impl Dh25519 {
-    fn derive_pubkey(&mut self) {
-        self.pubkey = match &self.known {
-            Some((secret, public)) if ct_eq(secret, &self.privkey) => *public,
-            _ => MontgomeryPoint::mul_base_clamped(self.privkey).to_bytes(),
-        };
-    }
-}
-
-/// X25519 (RFC 7748) of `scalar` and the point `u`.
-///
-/// Computed with *ring*'s X25519 (BoringSSL's fiat-crypto field arithmetic, with the
-/// ADX/BMI2 assembly where the CPU has it), about 1.5 times as fast as curve25519-dalek's
-/// Montgomery ladder on x86-64, for the same result: both implement RFC 7748 exactly
-/// (clamped scalar, top bit of `u` ignored, non-canonical `u` reduced). *ring* takes a
-/// private key only from a `SecureRandom`, and the only one that hands over given bytes
-/// is its `test::rand::FixedSliceRandom` (public, but deprecated as an internal API; a
-/// *ring* release without it fails to compile here, it cannot change behaviour silently).
-/// *ring* refuses an all-zero result (a small-order `u`); curve25519-dalek then gives
-/// the answer snow's default resolver gives.
-fn x25519(scalar: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
-    #[allow(deprecated)]
-    let rng = ring::test::rand::FixedSliceRandom { bytes: scalar };
-    let shared = agreement::EphemeralPrivateKey::generate(&agreement::X25519, &rng)
-        .ok()
-        .and_then(|key| {
-            let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, u);
-            agreement::agree_ephemeral(key, &peer, |s| <[u8; 32]>::try_from(s).ok()).ok()?
+    fn set_secret(&mut self, secret: [u8; 32]) {
+        self.key = Some(match &self.known {
+            Some(known) if ct_eq(known.secret(), &secret) => known.clone(),
+            _ => StaticKey::new(secret),
         });
-    match shared {
-        Some(s) => s,
-        None => MontgomeryPoint(*u).mul_clamped(*scalar).to_bytes(),
     }
 }
 
 /// Constant-time equality of two keys.
 fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-impl Drop for Dh25519 {
-    fn drop(&mut self) {
-        self.privkey.zeroize();
-        if let Some((secret, _)) = self.known.as_mut() {
-            secret.zeroize();
-        }
-    }
 }
 
 impl Dh for Dh25519 {
@@ -165,26 +178,24 @@ impl Dh for Dh25519 {
         if let (Some(dst), Some(src)) = (bytes.get_mut(..n), privkey.get(..n)) {
             dst.copy_from_slice(src);
         }
-        self.privkey = bytes;
+        self.set_secret(bytes);
         bytes.zeroize();
-        self.derive_pubkey();
     }
 
     fn generate(&mut self, rng: &mut dyn Random) -> Result<(), snow::Error> {
         let mut bytes = [0u8; 32];
         rng.try_fill_bytes(&mut bytes)?;
-        self.privkey = bytes;
+        self.set_secret(bytes);
         bytes.zeroize();
-        self.derive_pubkey();
         Ok(())
     }
 
     fn pubkey(&self) -> &[u8] {
-        &self.pubkey
+        self.key.as_ref().map_or(&[0; 32], |k| k.public())
     }
 
     fn privkey(&self) -> &[u8] {
-        &self.privkey
+        self.key.as_ref().map_or(&[0; 32], |k| k.secret())
     }
 
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
@@ -192,7 +203,8 @@ impl Dh for Dh25519 {
             .get(..32)
             .and_then(|p| p.try_into().ok())
             .ok_or(snow::Error::Dh)?;
-        let shared = x25519(&self.privkey, &point);
+        let key = self.key.as_ref().ok_or(snow::Error::Dh)?;
+        let shared = key.dh(&point);
         let n = out.len().min(32);
         match (out.get_mut(..n), shared.get(..n)) {
             (Some(dst), Some(src)) => dst.copy_from_slice(src),
@@ -227,9 +239,8 @@ impl CryptoResolver for SeededResolver {
     fn resolve_dh(&self, choice: &DHChoice) -> Option<Box<dyn Dh>> {
         match choice {
             DHChoice::Curve25519 => Some(Box::new(Dh25519 {
-                privkey: [0; 32],
-                pubkey: [0; 32],
-                known: self.static_pair,
+                key: None,
+                known: self.static_pair.clone(),
             })),
             other => DefaultResolver.resolve_dh(other),
         }
@@ -452,5 +463,34 @@ fn builder<'a>(
     let resolver = SeededResolver::with_static(seed, local);
     Ok(Builder::with_resolver(params(pattern)?, Box::new(resolver))
         .prologue(NOISE_PROLOGUE)?
-        .local_private_key(local.static_secret())?)
+        .local_private_key(local.static_key().secret())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AWS-LC takes every 32-byte secret, so DH never silently runs on the slower
+    /// fallback; its public keys and shared secrets are curve25519-dalek's.
+    #[test]
+    fn key_pairs_run_on_aws_lc() {
+        let mut rng = ChaCha20Rng::from_seed([7; 32]);
+        let mut other = [0u8; 32];
+        rng.fill_bytes(&mut other);
+        let other = StaticKey::new(other);
+        for _ in 0..50 {
+            let mut secret = [0u8; 32];
+            rng.fill_bytes(&mut secret);
+            let key = StaticKey::new(secret);
+            assert!(key.parsed.is_some());
+            assert_eq!(
+                key.public(),
+                &MontgomeryPoint::mul_base_clamped(secret).to_bytes()
+            );
+            let shared = key.dh(other.public());
+            assert_eq!(shared, other.dh(key.public()));
+            let dalek = MontgomeryPoint(*other.public()).mul_clamped(secret);
+            assert_eq!(shared, dalek.to_bytes());
+        }
+    }
 }
