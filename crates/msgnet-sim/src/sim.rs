@@ -127,6 +127,9 @@ pub struct Sim {
     steps: u64,
     /// Worker threads of windowed mode; 0: sequential.
     threads: usize,
+    /// The worker threads themselves (windowed mode with 2 or more), kept for the whole
+    /// run: starting threads for every window cost more than small windows' work.
+    pool: Option<rayon::ThreadPool>,
     /// The smallest delay of any link, once computed (`None` after a link change).
     lookahead: Option<Duration>,
     /// Windows run in windowed mode.
@@ -183,6 +186,7 @@ impl Sim {
             log: EventLog::Full,
             steps: 0,
             threads: 0,
+            pool: None,
             lookahead: None,
             windows: 0,
             win: window::Scratch::default(),
@@ -434,8 +438,21 @@ impl Sim {
     /// share mutable state). [`Sim::step`] is always sequential. Windows also end at
     /// the limit of [`Sim::run_until`] / [`Sim::run_for`], so the same seed *and the
     /// same calls* give the same run (as in sequential mode).
+    ///
+    /// With 2 or more, the workers are a thread pool kept until the next call; if the
+    /// system refuses to start its threads, windows run on the calling thread alone
+    /// (the same run, only slower).
     pub fn set_threads(&mut self, threads: usize) {
         self.threads = threads;
+        self.pool = (threads > 1)
+            .then(|| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("msgnet-sim-{i}"))
+                    .build()
+                    .ok()
+            })
+            .flatten();
     }
 
     /// The worker threads of windowed mode (0: sequential).

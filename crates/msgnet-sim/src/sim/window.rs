@@ -11,15 +11,16 @@
 
 use std::cmp::Reverse;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use rayon::prelude::*;
 
 use super::{Entry, Kind, Sim};
 use crate::node::{Node, NodeId, TimerKind, TimerSlot};
 use crate::trace::{Mark, Trace};
 
 /// Chunks of work per thread and window: more than one, so a thread that drew cheap
-/// events takes more while another is busy.
+/// events takes more (steals) while another is busy.
 const CHUNKS_PER_THREAD: usize = 8;
 
 /// Estimated cost of a delivered handshake packet (first byte ≥ 0x80: Diffie-Hellman
@@ -146,36 +147,28 @@ impl Sim {
         self.windows += 1;
 
         let threads = self.threads.max(1);
-        if s.lanes.len() < threads {
-            s.lanes.resize_with(threads, Lane::default);
-        }
         let epoch = self.epoch;
         {
             let total: u64 = s.work.iter().map(weight).sum();
             let chunks = chunks(&mut self.nodes, &mut s.work, threads, total);
-            let lanes = &mut s.lanes[..threads];
-            if threads == 1 || chunks.len() == 1 || total < MIN_PARALLEL_WEIGHT {
-                for c in chunks {
-                    run_chunk(c, &mut lanes[0], epoch, w_end);
+            // One lane per chunk (a node's records are all in its chunk's lane).
+            if s.lanes.len() < chunks.len() {
+                s.lanes.resize_with(chunks.len(), Lane::default);
+            }
+            match &self.pool {
+                Some(pool) if chunks.len() > 1 && total >= MIN_PARALLEL_WEIGHT => {
+                    pool.install(|| {
+                        chunks
+                            .into_par_iter()
+                            .zip(s.lanes.par_iter_mut())
+                            .for_each(|(c, lane)| run_chunk(c, lane, epoch, w_end))
+                    });
                 }
-            } else {
-                // No more threads than chunks (the calling thread takes one too).
-                let spawn = (threads - 1).min(chunks.len() - 1);
-                let queue = Mutex::new(chunks.into_iter());
-                let next = &|| queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                let (mine, others) = lanes.split_at_mut(1);
-                std::thread::scope(|scope| {
-                    for lane in others.iter_mut().take(spawn) {
-                        scope.spawn(move || {
-                            while let Some(c) = next() {
-                                run_chunk(c, lane, epoch, w_end);
-                            }
-                        });
+                _ => {
+                    for (c, lane) in chunks.into_iter().zip(s.lanes.iter_mut()) {
+                        run_chunk(c, lane, epoch, w_end);
                     }
-                    while let Some(c) = next() {
-                        run_chunk(c, &mut mine[0], epoch, w_end);
-                    }
-                });
+                }
             }
         }
 
