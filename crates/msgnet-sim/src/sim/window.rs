@@ -9,7 +9,6 @@
 //! [`Lane`]; the links, the network RNG, the trace and the heap are only touched by the
 //! replay, so nothing depends on thread scheduling.
 
-use std::cmp::Reverse;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -120,18 +119,14 @@ impl Sim {
     /// Runs one window: every event before min(t0 + `lookahead`, `end` + 1 ns), t0 the
     /// earliest scheduled event. `lookahead` must not exceed the smallest link delay.
     pub(super) fn run_window(&mut self, end: Duration, lookahead: Duration) {
-        let Some(Reverse(first)) = self.heap.peek() else {
+        let Some(first) = self.queue.next_at() else {
             return;
         };
         let w_end = first
-            .at
             .saturating_add(lookahead)
             .min(end.saturating_add(Duration::from_nanos(1)));
         let mut s = std::mem::take(&mut self.win);
-        while self.heap.peek().is_some_and(|Reverse(e)| e.at < w_end) {
-            let Some(Reverse(entry)) = self.heap.pop() else {
-                break;
-            };
+        while let Some(entry) = self.queue.pop_before(w_end) {
             let (node, dropped) = match &entry.kind {
                 Kind::Deliver { from, to, .. } => (to.0, self.down[from.0] || self.down[to.0]),
                 Kind::Timer { node, .. } | Kind::ServiceTimer { node, .. } => (node.0, false),
