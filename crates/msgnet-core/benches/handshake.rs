@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use msgnet_core::crypto::{
-    identity_of_proven_static, x25519_static_of_peer, Handshake, LocalIdentity, SeededResolver,
+    peer_of_proven_static, x25519_static_of_peer, Handshake, LocalIdentity, SeededResolver,
 };
 use msgnet_core::{Endpoint, EndpointConfig, Event, Keypair, SendOptions};
 use rand_chacha::ChaCha20Rng;
@@ -57,8 +57,8 @@ fn noise(c: &mut Criterion) {
             resp.read_message(&msg1, &mut plain).expect("read msg1");
             let rs_a = resp.remote_static().expect("static");
             let id_len = a.identity_payload().len();
-            let key = identity_of_proven_static(&plain[..id_len], &rs_a).expect("identity");
-            black_box(key.to_peer_id());
+            let peer = peer_of_proven_static(&plain[..id_len], &rs_a).expect("identity");
+            black_box(peer);
             msg2.clear();
             resp.write_message(b"", &mut msg2).expect("msg2");
             init.read_message(&msg2, &mut plain).expect("read msg2");

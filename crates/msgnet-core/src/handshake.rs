@@ -491,11 +491,11 @@ impl Endpoint {
             self.stats.drop_packet(DropReason::Handshake);
             return None;
         };
-        let Ok(key) = crypto::identity_of_proven_static(p.identity, &remote_static) else {
+        let Ok(peer) = crypto::peer_of_proven_static(p.identity, &remote_static) else {
             self.stats.drop_packet(DropReason::Handshake);
             return None;
         };
-        Some((key.to_peer_id(), p.timestamp, p.frames.to_vec()))
+        Some((peer, p.timestamp, p.frames.to_vec()))
     }
 
     fn check_timestamp(&mut self, now: Instant, peer: libp2p_identity::PeerId, ts: u64) -> bool {

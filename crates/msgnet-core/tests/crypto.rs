@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use libp2p_identity::Keypair;
 use msgnet_core::crypto::*;
@@ -117,20 +118,19 @@ fn identity_payload_for_other_static_fails() {
 /// its derived static key is taken without its signature (the X25519 secret is the
 /// signing scalar); every other binding is verified in full.
 #[test]
-fn identity_of_proven_static_checks_what_the_handshake_does_not_prove() {
+fn peer_of_proven_static_checks_what_the_handshake_does_not_prove() {
     let id = ed25519_identity(1);
     let other = ed25519_identity(2);
-    let key = identity_of_proven_static(id.identity_payload(), id.static_public())
-        .expect("derived static key");
-    assert_eq!(key.to_peer_id(), id.peer_id());
+    assert_eq!(
+        peer_of_proven_static(id.identity_payload(), id.static_public()),
+        Ok(id.peer_id())
+    );
     // Signed for another static key, presented with the derived one: the holder of the
     // derived key's secret could sign anything for this identity, so it is accepted...
     let signed_for_other = encode_identity_payload(id.keypair(), other.static_public());
     assert_eq!(
-        identity_of_proven_static(&signed_for_other, id.static_public())
-            .expect("derived static key")
-            .to_peer_id(),
-        id.peer_id()
+        peer_of_proven_static(&signed_for_other, id.static_public()),
+        Ok(id.peer_id())
     );
     // ...but the strict check still refuses it.
     assert_eq!(
@@ -140,27 +140,48 @@ fn identity_of_proven_static_checks_what_the_handshake_does_not_prove() {
     // An ed25519 identity claimed with a static key not derived from it needs its
     // signature over that key: someone else's payload does not carry one.
     assert_eq!(
-        identity_of_proven_static(id.identity_payload(), other.static_public()),
+        peer_of_proven_static(id.identity_payload(), other.static_public()),
         Err(CryptoError::BadSignature)
     );
     // A random static key signed by the identity (as other implementations may use).
     let random_static = MontgomeryPoint::mul_base_clamped([9; 32]).to_bytes();
     let signed = encode_identity_payload(id.keypair(), &random_static);
-    assert!(identity_of_proven_static(&signed, &random_static).is_ok());
     assert_eq!(
-        identity_of_proven_static(&signed, other.static_public()),
+        peer_of_proven_static(&signed, &random_static),
+        Ok(id.peer_id())
+    );
+    assert_eq!(
+        peer_of_proven_static(&signed, other.static_public()),
         Err(CryptoError::BadSignature)
     );
     // Other key types are always verified.
     let secp = secp256k1_identity(3);
-    assert!(identity_of_proven_static(secp.identity_payload(), secp.static_public()).is_ok());
     assert_eq!(
-        identity_of_proven_static(secp.identity_payload(), id.static_public()),
+        peer_of_proven_static(secp.identity_payload(), secp.static_public()),
+        Ok(secp.peer_id())
+    );
+    assert_eq!(
+        peer_of_proven_static(secp.identity_payload(), id.static_public()),
         Err(CryptoError::BadSignature)
     );
-    // Malformed payloads are refused before any key comparison.
+    // Malformed payloads, and ed25519 keys that are not curve points, are refused.
     assert_eq!(
-        identity_of_proven_static(&[0x0a, 0x05, 1], id.static_public()),
+        peer_of_proven_static(&[0x0a, 0x05, 1], id.static_public()),
+        Err(CryptoError::BadIdentityPayload)
+    );
+    let not_a_point = (2u8..)
+        .map(|y| {
+            let mut b = [0u8; 32];
+            b[0] = y;
+            b
+        })
+        .find(|b| CompressedEdwardsY(*b).decompress().is_none())
+        .expect("some y is not on the curve");
+    let mut bad_point = id.identity_payload().to_vec();
+    // identity_key = tag, length 36, protobuf prefix (4 bytes), then the 32 key bytes.
+    bad_point[6..38].copy_from_slice(&not_a_point);
+    assert_eq!(
+        peer_of_proven_static(&bad_point, id.static_public()),
         Err(CryptoError::BadIdentityPayload)
     );
 }

@@ -126,14 +126,16 @@ pub fn verify_identity_payload(
     bytes: &[u8],
     static_public: &[u8; 32],
 ) -> Result<PublicKey, CryptoError> {
-    let (public, sig) = decode_identity_payload(bytes)?;
+    let (key, sig) = identity_fields(bytes)?;
+    let public =
+        PublicKey::try_decode_protobuf(key).map_err(|_| CryptoError::BadIdentityPayload)?;
     if !public.verify(&signed_message(static_public), sig) {
         return Err(CryptoError::BadSignature);
     }
     Ok(public)
 }
 
-/// The identity bound to a Noise static key the handshake has already proven the remote
+/// The peer bound to a Noise static key the handshake has already proven the remote
 /// holds (the endpoint calls this once the message carrying the payload decrypted).
 ///
 /// As [`verify_identity_payload`], except for an ed25519 identity whose static key is the
@@ -141,31 +143,40 @@ pub fn verify_identity_payload(
 /// checked. The X25519 secret of that static key *is* the ed25519 signing scalar, so a
 /// remote proven to hold it could sign anything for that identity; the signature adds no
 /// assurance, and checking it cost about a tenth of a handshake's CPU. Any other payload
-/// (other key types, a random static key) is verified in full.
+/// (other key types, a random static key, a key not in its canonical encoding) is
+/// verified in full.
 ///
 /// # Errors
 ///
 /// As [`verify_identity_payload`].
-pub fn identity_of_proven_static(
+pub fn peer_of_proven_static(
     bytes: &[u8],
     static_public: &[u8; 32],
-) -> Result<PublicKey, CryptoError> {
-    let (public, sig) = decode_identity_payload(bytes)?;
-    let derived = public
-        .clone()
-        .try_into_ed25519()
-        .ok()
-        .and_then(|ed| x25519_public_from_ed25519(&ed));
-    if derived.as_ref() != Some(static_public)
-        && !public.verify(&signed_message(static_public), sig)
-    {
+) -> Result<PeerId, CryptoError> {
+    let (key, sig) = identity_fields(bytes)?;
+    // The canonical ed25519 encoding: its `PeerId` is the identity multihash of exactly
+    // these bytes, and the point was checked (it decompresses, not of small order) by
+    // the conversion; decoding it as a libp2p key would decompress it once more.
+    let raw = key
+        .strip_prefix(&ED25519_PUBLIC_KEY_PROTOBUF_PREFIX[..])
+        .and_then(|k| <[u8; 32]>::try_from(k).ok());
+    if raw.and_then(x25519_public_from_ed25519_bytes).as_ref() == Some(static_public) {
+        let mut mh = Vec::with_capacity(key.len() + 2);
+        mh.extend_from_slice(&[IDENTITY_MULTIHASH_CODE as u8, key.len() as u8]);
+        mh.extend_from_slice(key);
+        return PeerId::from_bytes(&mh).map_err(|_| CryptoError::BadIdentityPayload);
+    }
+    let public =
+        PublicKey::try_decode_protobuf(key).map_err(|_| CryptoError::BadIdentityPayload)?;
+    if !public.verify(&signed_message(static_public), sig) {
         return Err(CryptoError::BadSignature);
     }
-    Ok(public)
+    Ok(public.to_peer_id())
 }
 
-/// The identity key and the signature of a noise handshake payload, unchecked.
-fn decode_identity_payload(bytes: &[u8]) -> Result<(PublicKey, &[u8]), CryptoError> {
+/// The identity key (protobuf-encoded, not decoded) and the signature of a noise
+/// handshake payload, unchecked.
+fn identity_fields(bytes: &[u8]) -> Result<(&[u8], &[u8]), CryptoError> {
     let mut identity_key: Option<&[u8]> = None;
     let mut identity_sig: Option<&[u8]> = None;
     let mut rest = bytes;
@@ -198,9 +209,7 @@ fn decode_identity_payload(bytes: &[u8]) -> Result<(PublicKey, &[u8]), CryptoErr
     }
     let key = identity_key.ok_or(CryptoError::BadIdentityPayload)?;
     let sig = identity_sig.ok_or(CryptoError::BadIdentityPayload)?;
-    let public =
-        PublicKey::try_decode_protobuf(key).map_err(|_| CryptoError::BadIdentityPayload)?;
-    Ok((public, sig))
+    Ok((key, sig))
 }
 
 /// The local node's identity: its libp2p keypair and the X25519 static key bound to it.

@@ -18,7 +18,7 @@ pub mod packet_key;
 
 pub use cookie::{CookieJar, COOKIE_LEN, COOKIE_SECRET_LIFETIME};
 pub use identity::{
-    encode_identity_payload, identity_of_proven_static, verify_identity_payload,
+    encode_identity_payload, peer_of_proven_static, verify_identity_payload,
     x25519_public_from_ed25519, x25519_secret_from_ed25519, x25519_static_of_peer, LocalIdentity,
     STATIC_KEY_SIGNATURE_PREFIX,
 };
