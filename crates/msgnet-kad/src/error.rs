@@ -47,20 +47,8 @@ pub enum KadError {
     /// The routing table is empty: add a bootstrap address first.
     #[error("no known peers")]
     NoKnownPeers,
-    /// [`crate::KadConfig::max_queries`] queries are running or the event queue is full.
+    /// [`crate::KadConfig::max_queries`] queries are running (or wait for their event to
+    /// be taken).
     #[error("too many queries")]
     TooManyQueries,
-}
-
-/// How an outbound request failed, as reported by the host to
-/// [`crate::Kademlia::handle_response`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RequestFailure {
-    /// No response in time.
-    Timeout,
-    /// The peer could not be reached at any address.
-    Unreachable,
-    /// The peer does not serve `/ipfs/kad/1.0.0` (no handler, stream reset).
-    Refused,
 }

@@ -1,31 +1,25 @@
 //! [`Dht`]: the [`Kademlia`] state machine running on a [`msgnet::Host`] (feature `host`).
 //!
-//! A [`Dht`] is a cloneable handle onto one tokio task that owns the [`Kademlia`] and
-//! drives it with the host's message API on [`PROTOCOL`] only, so it talks to msgnet nodes
-//! and, through the host's stream bridge, to libp2p DHT nodes alike:
-//!
-//! - in [`Mode::Server`] the task registers the [`PROTOCOL`] handler and answers every
-//!   request with [`Kademlia::handle_request`]; the requester's address is taken from
-//!   [`Host::connections`] (UDP and QUIC remote addresses are listen addresses, TCP ones
-//!   are not, so TCP requesters are learned only when we query them ourselves);
-//! - every [`OutboundRequest`](crate::OutboundRequest) goes out with [`Host::request`]
-//!   (one-way ADD_PROVIDER with [`Host::send`]) after its addresses were given to
-//!   [`Host::add_address`]; the outcome goes back to [`Kademlia::handle_response`];
-//! - a tokio timer follows [`Kademlia::poll_timeout`];
-//! - each command's future resolves with its query's outcome; ADD_PROVIDER once the host
-//!   acknowledged or failed every announcement, so a short-lived process has its record
-//!   stored before it exits.
+//! A [`Dht`] is a cloneable handle onto a [`msgnet::service`] task that runs the
+//! [`Kademlia`] as a [`Service`] on [`PROTOCOL`] only, so it talks to msgnet nodes and,
+//! through the host's stream bridge, to libp2p DHT nodes alike. The task (generic, in
+//! `msgnet`) registers the handler (server mode only), hands every request to
+//! [`Kademlia::handle_request`] (with the requester's datagram addresses if it is in the
+//! routing table, see below), sends every
+//! [`OutboundRequest`](crate::OutboundRequest) with [`Host::request`] (one-way
+//! ADD_PROVIDER with [`Host::send`], whose acknowledgement is its response) and follows
+//! [`Kademlia::poll_timeout`]. Each command's future resolves with its query's outcome;
+//! ADD_PROVIDER once every announcement was acknowledged or failed, so a short-lived
+//! process has its record stored before it exits.
 //!
 //! A requester not yet in the routing table is learned only after it answered a probe
-//! (FIND_NODE of our id) on [`PROTOCOL`]: the host does not say which protocols a peer
-//! serves, and client-mode nodes answer nothing. A requester is probed only if its bucket
-//! could take it, and at most once per [`CHECK_AFTER`].
+//! ([`Kademlia::probe`]): the host does not say which protocols a peer serves, and
+//! client-mode nodes answer nothing. UDP and QUIC remote addresses are listen addresses,
+//! TCP ones are not, so TCP requesters are learned only when we query them ourselves.
 //!
-//! Queues: commands ([`COMMAND_QUEUE`]); inbound requests waiting for their requester's
-//! address ([`MAX_INBOUND`]; beyond it the host backpressures); outbound requests (bounded
-//! by [`KadConfig::max_queries`]); addresses handed to the host ([`ADDR_CACHE`] peers).
-//! The task ends on [`Dht::close`] or when the last handle is dropped; waiting commands
-//! then fail with [`DhtError::Closed`]. The host stays open (close it separately).
+//! The queues are the task's (see [`msgnet::service`]) and Kademlia's. The task ends on
+//! [`Dht::close`] or when the last handle is dropped; waiting commands then fail with
+//! [`DhtError::Closed`]. The host stays open (close it separately).
 //!
 //! ```
 //! use msgnet::{Host, Keypair};
@@ -57,39 +51,18 @@
 //! # }
 //! ```
 
-use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use futures::stream::FuturesUnordered;
-use futures::StreamExt;
 use libp2p_identity::PeerId;
-use msgnet::{Bytes, Host, HostError, Incoming, IncomingMessage, SendError, Transport};
+use msgnet::service::{dialable_listen_addrs, Closed, Outcome, Output, OutputKind, Reply};
+use msgnet::service::{Service, ServiceHandle};
+use msgnet::{Host, HostError, IncomingMessage};
 use multiaddr::{Multiaddr, Protocol};
-use tokio::sync::{mpsc, oneshot};
 
-use crate::table::CHECK_AFTER;
-use crate::wire::{Message, MessageType};
 use crate::{
-    KadConfig, KadError, KadEvent, KadStats, Kademlia, Mode, PeerInfo, QueryId, QueryResult,
-    QueryStats, Record, RequestFailure, RequestId, PROTOCOL,
+    KadConfig, KadError, KadEvent, Kademlia, Mode, PeerInfo, QueryId, QueryResult, QueryStats,
+    Record, RequestId, PROTOCOL,
 };
-
-/// Most peers whose addresses the task remembers having given to the host.
-pub const ADDR_CACHE: usize = 4096;
-
-/// Bound of the command queue from handles to the task.
-pub const COMMAND_QUEUE: usize = 64;
-
-/// Most inbound requests waiting for their requester's address.
-pub const MAX_INBOUND: usize = 256;
-
-/// Most requesters probed at once (see `Task::answer`).
-const MAX_PROBES: usize = 64;
-
-/// A requester is probed at most once in this long (see `Task::probe`).
-const PROBE_AGAIN: Duration = CHECK_AFTER;
 
 /// Error code of a request the service refused (malformed, invalid, client mode).
 const REFUSED_CODE: u8 = 2;
@@ -124,7 +97,7 @@ pub enum DhtError {
     },
     /// The DHT task has stopped ([`Dht::close`], or it was dropped).
     #[error("dht closed")]
-    Closed,
+    Closed(#[from] Closed),
 }
 
 /// Outcome of [`Dht::bootstrap`].
@@ -194,38 +167,6 @@ pub struct Provided {
     pub stats: QueryStats,
 }
 
-/// Node-wide figures, from [`Dht::stats`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DhtStats {
-    /// Peers in the routing table.
-    pub table_size: usize,
-    /// Queries running.
-    pub active_queries: usize,
-    /// Outbound requests in flight on the host.
-    pub requests_in_flight: usize,
-    /// Kademlia's counters.
-    pub kad: KadStats,
-}
-
-/// What a finished query hands back to its command: its outcome, its counters and (for
-/// ADD_PROVIDER) how many announcements the host acknowledged.
-type Finished = (QueryResult, QueryStats, usize);
-
-type Reply<T> = oneshot::Sender<Result<T, DhtError>>;
-
-/// A command from a handle, run by the task.
-type Cmd = Box<dyn FnOnce(&mut Task) + Send>;
-
-/// A command waiting for its query to finish and for the host to acknowledge (or fail)
-/// the query's one-way ADD_PROVIDER messages.
-struct Waiter {
-    reply: Reply<Finished>,
-    finished: Option<(QueryResult, QueryStats)>,
-    unacked: usize,
-    acked: usize,
-}
-
 /// A Kademlia DHT node on a [`Host`]. See the module docs.
 ///
 /// Cheap to clone: clones share one task. Each query method sends one command and waits
@@ -233,7 +174,8 @@ struct Waiter {
 /// finishes with what it has).
 #[derive(Clone, Debug)]
 pub struct Dht {
-    tx: mpsc::Sender<Cmd>,
+    host: Host,
+    task: ServiceHandle<Kademlia>,
 }
 
 impl Dht {
@@ -253,51 +195,36 @@ impl Dht {
             let seed: [u8; 8] = id[tail..].try_into().unwrap_or_default();
             kad.rng_seed = u64::from_le_bytes(seed) | 1;
         }
-        let incoming = match kad.mode {
-            Mode::Server => Some(host.handle(PROTOCOL)?),
-            Mode::Client => None,
+        let protocols: &[&str] = match kad.mode {
+            Mode::Server => &[PROTOCOL],
+            Mode::Client => &[],
         };
         let mut kademlia = Kademlia::new(local, kad, Instant::now());
-        let listen = host.listen_addrs().into_iter();
-        kademlia.set_local_addrs(listen.filter(|a| !is_unspecified(a)).collect());
-        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = Task {
-            kad: kademlia,
+        kademlia.set_local_addrs(dialable_listen_addrs(host));
+        let task = ServiceHandle::spawn(host, protocols, kademlia)?;
+        Ok(Dht {
             host: host.clone(),
-            incoming,
-            inbound: FuturesUnordered::new(),
-            outbound: FuturesUnordered::new(),
-            waiting: HashMap::new(),
-            known_addrs: HashMap::new(),
-            probing: HashSet::new(),
-            probed: HashMap::new(),
-            closed: None,
-        };
-        tokio::spawn(task.run(rx));
-        Ok(Dht { tx })
+            task,
+        })
     }
 
     /// Our addresses as peers should dial them, sent in provider records and used by
     /// peers that learn us (replacing the default of [`new`](Self::new)).
     /// Errors: [`DhtError::Closed`].
     pub async fn set_local_addrs(&self, addrs: Vec<Multiaddr>) -> Result<(), DhtError> {
-        self.call(|task| task.kad.set_local_addrs(addrs)).await
+        Ok(self.task.call(|k| k.set_local_addrs(addrs)).await?)
     }
 
     /// A known address of a DHT server (a bootstrap node): given to the host and to the
     /// routing table. `addr` may end in `/p2p/<peer>`.
     /// Errors: [`DhtError::Host`] if the host refuses the address; [`DhtError::Closed`].
     pub async fn add_address(&self, peer: PeerId, addr: Multiaddr) -> Result<(), DhtError> {
-        self.call(move |task| {
-            task.host.add_address(peer, addr.clone())?;
-            let mut bare = addr;
-            if matches!(bare.iter().last(), Some(Protocol::P2p(_))) {
-                bare.pop();
-            }
-            task.kad.add_address(peer, bare);
-            Ok(())
-        })
-        .await?
+        self.host.add_address(peer, addr.clone())?;
+        let mut bare = addr;
+        if matches!(bare.iter().last(), Some(Protocol::P2p(_))) {
+            bare.pop();
+        }
+        Ok(self.task.call(move |k| k.add_address(peer, bare)).await?)
     }
 
     /// Adds a bootstrap node given as `<address>/p2p/<peer id>`; returns its peer id.
@@ -314,22 +241,17 @@ impl Dht {
     /// [`DhtError::NotFound`] if no peer answered; [`DhtError::Closed`].
     pub async fn bootstrap(&self) -> Result<Bootstrapped, DhtError> {
         match self.query(|kad, now| kad.bootstrap(now)).await? {
-            (QueryResult::Bootstrapped { table_size }, stats, _) if stats.success > 0 => {
+            (QueryResult::Bootstrapped { table_size }, stats) if stats.success > 0 => {
                 Ok(Bootstrapped { table_size, stats })
             }
-            (_, stats, _) => Err(DhtError::NotFound { stats }),
+            (_, stats) => Err(DhtError::NotFound { stats }),
         }
     }
 
     /// Finds the k peers closest to `key` (any bytes; a peer id's bytes for a peer).
     /// Errors: [`DhtError::NotFound`] if no peer answered; [`DhtError::Kad`]; [`DhtError::Closed`].
     pub async fn find_node(&self, key: Vec<u8>) -> Result<FoundPeers, DhtError> {
-        match self.query(|kad, now| kad.find_node(now, key)).await? {
-            (QueryResult::FoundPeers(peers), stats, _) if !peers.is_empty() => {
-                Ok(FoundPeers { peers, stats })
-            }
-            (_, stats, _) => Err(DhtError::NotFound { stats }),
-        }
+        self.find_peers(|kad, now| kad.find_node(now, key)).await
     }
 
     /// Finds `peer` and its addresses: a [`find_node`](Self::find_node) for its id that
@@ -352,20 +274,17 @@ impl Dht {
     /// [`FoundRecord::quorum_met`].
     pub async fn get_value(&self, key: Vec<u8>, quorum: usize) -> Result<FoundRecord, DhtError> {
         let get = move |kad: &mut Kademlia, now| kad.get_value(now, key, quorum);
-        match self.query(get).await? {
-            (
-                QueryResult::FoundRecord {
-                    record: Some(record),
-                    quorum_met,
-                },
-                stats,
-                _,
-            ) => Ok(FoundRecord {
+        let (result, stats) = self.query(get).await?;
+        match result {
+            QueryResult::FoundRecord {
+                record: Some(record),
+                quorum_met,
+            } => Ok(FoundRecord {
                 record,
                 quorum_met,
                 stats,
             }),
-            (_, stats, _) => Err(DhtError::NotFound { stats }),
+            _ => Err(DhtError::NotFound { stats }),
         }
     }
 
@@ -377,7 +296,7 @@ impl Dht {
     pub async fn put_value(&self, record: Record, quorum: usize) -> Result<PutRecord, DhtError> {
         let quorum = quorum.max(1);
         let put = move |kad: &mut Kademlia, now| kad.put_value(now, record, quorum);
-        let (result, stats, _) = self.query(put).await?;
+        let (result, stats) = self.query(put).await?;
         match result {
             QueryResult::PutValue { stored, .. } if stored >= quorum => {
                 Ok(PutRecord { stored, stats })
@@ -399,10 +318,10 @@ impl Dht {
     /// [`DhtError::Closed`].
     pub async fn start_providing(&self, key: Vec<u8>) -> Result<Provided, DhtError> {
         match self.query(|kad, now| kad.add_provider(now, key)).await? {
-            (QueryResult::AddProvider { sent }, stats, acked) if acked > 0 => {
+            (QueryResult::AddProvider { sent, acked }, stats) if acked > 0 => {
                 Ok(Provided { sent, acked, stats })
             }
-            (_, stats, _) => Err(DhtError::QuorumFailed {
+            (_, stats) => Err(DhtError::QuorumFailed {
                 stored: 0,
                 quorum: 1,
                 stats,
@@ -413,343 +332,108 @@ impl Dht {
     /// Finds providers of `key` (for a CID: [`crate::provider_key`]).
     /// Errors: [`DhtError::NotFound`] if none was found; [`DhtError::Kad`]; [`DhtError::Closed`].
     pub async fn get_providers(&self, key: Vec<u8>) -> Result<FoundPeers, DhtError> {
-        match self.query(|kad, now| kad.get_providers(now, key)).await? {
-            (QueryResult::Providers(peers), stats, _) if !peers.is_empty() => {
-                Ok(FoundPeers { peers, stats })
-            }
-            (_, stats, _) => Err(DhtError::NotFound { stats }),
-        }
+        self.find_peers(|kad, now| kad.get_providers(now, key))
+            .await
     }
 
-    /// Node-wide figures (routing table size, running queries, counters).
+    /// Runs `f` on the state machine and returns its result: to read its routing table,
+    /// counters ([`Kademlia::stats`]), running queries and requests, stored records.
     /// Errors: [`DhtError::Closed`].
-    pub async fn stats(&self) -> Result<DhtStats, DhtError> {
-        self.call(|task| DhtStats {
-            table_size: task.kad.routing_table().len(),
-            active_queries: task.kad.active_queries(),
-            requests_in_flight: task.outbound.len(),
-            kad: task.kad.stats(),
-        })
-        .await
-    }
-
-    /// The peers of the routing table with their addresses.
-    /// Errors: [`DhtError::Closed`].
-    pub async fn routing_table(&self) -> Result<Vec<PeerInfo>, DhtError> {
-        self.call(|task| {
-            let entries = task.kad.routing_table().iter();
-            entries
-                .map(|e| PeerInfo::new(e.peer, e.addrs.clone()))
-                .collect()
-        })
-        .await
+    pub async fn inspect<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Kademlia) -> T + Send + 'static,
+    ) -> Result<T, DhtError> {
+        Ok(self.task.call(|k| f(k)).await?)
     }
 
     /// Stops the task (in server mode the handler is removed); waiting commands fail
     /// with [`DhtError::Closed`]. The host stays open. Resolves once the task stopped.
     pub async fn close(&self) {
-        let (stopped, rx) = oneshot::channel();
-        let _ = self.call(|task| task.closed = Some(stopped)).await;
-        let _ = rx.await;
+        self.task.close().await;
     }
 
-    /// Runs `f` on the task and returns its result.
-    async fn call<T: Send + 'static>(
+    /// Runs a `find_node` or `get_providers` query: [`DhtError::NotFound`] if it found no
+    /// peer.
+    async fn find_peers(
         &self,
-        f: impl FnOnce(&mut Task) -> T + Send + 'static,
-    ) -> Result<T, DhtError> {
-        let (reply, rx) = oneshot::channel();
-        let cmd: Cmd = Box::new(move |task| {
-            let _ = reply.send(f(task));
-        });
-        self.tx.send(cmd).await.map_err(|_| DhtError::Closed)?;
-        rx.await.map_err(|_| DhtError::Closed)
+        start: impl FnOnce(&mut Kademlia, Instant) -> Result<QueryId, KadError> + Send + 'static,
+    ) -> Result<FoundPeers, DhtError> {
+        match self.query(start).await? {
+            (QueryResult::FoundPeers(peers) | QueryResult::Providers(peers), stats)
+                if !peers.is_empty() =>
+            {
+                Ok(FoundPeers { peers, stats })
+            }
+            (_, stats) => Err(DhtError::NotFound { stats }),
+        }
     }
 
     /// Starts a query on the task and waits for its outcome.
     async fn query(
         &self,
         start: impl FnOnce(&mut Kademlia, Instant) -> Result<QueryId, KadError> + Send + 'static,
-    ) -> Result<Finished, DhtError> {
-        let (reply, rx) = oneshot::channel();
-        self.call(move |task| match start(&mut task.kad, Instant::now()) {
-            Ok(id) => {
-                let waiter = Waiter {
-                    reply,
-                    finished: None,
-                    unacked: 0,
-                    acked: 0,
-                };
-                task.waiting.insert(id, waiter);
-            }
-            Err(e) => {
-                let _ = reply.send(Err(e.into()));
-            }
+    ) -> Result<(QueryResult, QueryStats), DhtError> {
+        let start = move |k: &mut Kademlia| start(k, Instant::now()).map(|id| id.0);
+        Ok(self.task.command(start).await??)
+    }
+}
+
+impl Service for Kademlia {
+    type Done = (QueryResult, QueryStats);
+
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        msg: &IncomingMessage,
+        remote: &[Multiaddr],
+    ) -> Option<Reply> {
+        // A requester already in the routing table is refreshed with `remote`; an
+        // unknown one is probed.
+        let known = self.routing_table().get(&msg.peer).is_some();
+        if !known {
+            self.probe(now, msg.peer, remote.to_vec());
+        }
+        let from = if known { remote } else { &[] };
+        match self.handle_request(now, msg.peer, from, &msg.payload) {
+            Ok(Some(bytes)) => Some(Ok(bytes.into())),
+            // No response (ADD_PROVIDER sent as a request): the request is dropped, which
+            // a bridged stream turns into a close.
+            Ok(None) => None,
+            Err(e) => Some(Err((REFUSED_CODE, e.to_string()))),
+        }
+    }
+
+    fn handle_outcome(&mut self, now: Instant, token: u64, outcome: Outcome) {
+        // A one-way ADD_PROVIDER's acknowledgement is its (empty) response.
+        self.handle_response(now, RequestId(token), outcome.payload());
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        Kademlia::handle_timeout(self, now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Kademlia::poll_timeout(self)
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        let req = self.poll_request()?;
+        Some(Output {
+            token: req.id.0,
+            peer: req.peer,
+            addrs: req.addrs,
+            protocol: PROTOCOL.to_string(),
+            payload: req.bytes.into(),
+            kind: match req.expects_response {
+                true => OutputKind::Request,
+                false => OutputKind::Message,
+            },
+            timeout: self.config.request_timeout,
         })
-        .await?;
-        rx.await.map_err(|_| DhtError::Closed)?
-    }
-}
-
-fn is_unspecified(a: &Multiaddr) -> bool {
-    a.iter().any(|p| match p {
-        Protocol::Ip4(ip) => ip.is_unspecified(),
-        Protocol::Ip6(ip) => ip.is_unspecified(),
-        _ => false,
-    })
-}
-
-/// How a host failure maps onto Kademlia's view.
-fn failure(e: &SendError) -> RequestFailure {
-    match e {
-        SendError::TimedOut => RequestFailure::Timeout,
-        SendError::UnsupportedProtocol(_) | SendError::Remote { .. } => RequestFailure::Refused,
-        _ => RequestFailure::Unreachable,
-    }
-}
-
-type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-enum Done {
-    Response(RequestId, Result<Bytes, SendError>),
-    /// A one-way message of a query was acknowledged (true) or failed.
-    OneWay(Option<QueryId>, bool),
-    /// The probe of a requester: `Some(addrs)` if it answered (it is a server).
-    Probe(PeerId, Option<Vec<Multiaddr>>),
-}
-
-struct Task {
-    kad: Kademlia,
-    host: Host,
-    incoming: Option<Incoming>,
-    /// Inbound messages waiting for their requester's addresses.
-    inbound: FuturesUnordered<BoxFut<(IncomingMessage, Vec<Multiaddr>)>>,
-    outbound: FuturesUnordered<BoxFut<Done>>,
-    waiting: HashMap<QueryId, Waiter>,
-    /// Addresses given to the host (at most [`ADDR_CACHE`] peers).
-    known_addrs: HashMap<PeerId, HashSet<Multiaddr>>,
-    /// Requesters being probed (at most [`MAX_PROBES`]).
-    probing: HashSet<PeerId>,
-    /// When each requester was last probed (at most [`ADDR_CACHE`] peers).
-    probed: HashMap<PeerId, Instant>,
-    /// Set by [`Dht::close`]: told once the task stopped.
-    closed: Option<oneshot::Sender<()>>,
-}
-
-impl Task {
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
-        // Without a deadline the timer is parked an hour ahead: an elapsed `Sleep` stays
-        // ready, so it must be re-armed every turn, not only when Kademlia has a deadline.
-        let parked = || tokio::time::Instant::now() + Duration::from_secs(3600);
-        let sleep = tokio::time::sleep_until(parked());
-        tokio::pin!(sleep);
-        while self.closed.is_none() {
-            self.flush();
-            let deadline = self.kad.poll_timeout();
-            sleep
-                .as_mut()
-                .reset(deadline.map_or_else(parked, tokio::time::Instant::from_std));
-            let accept = self.inbound.len() < MAX_INBOUND;
-            tokio::select! {
-                cmd = cmds.recv() => match cmd {
-                    Some(cmd) => cmd(&mut self),
-                    None => break,
-                },
-                msg = next_incoming(&mut self.incoming, accept) => match msg {
-                    Some(msg) => self.accept(msg),
-                    // The host closed: no more inbound requests.
-                    None => self.incoming = None,
-                },
-                Some((msg, addrs)) = self.inbound.next(), if !self.inbound.is_empty() => {
-                    self.answer(msg, &addrs);
-                }
-                Some(done) = self.outbound.next(), if !self.outbound.is_empty() => {
-                    self.done(done);
-                }
-                () = &mut sleep => self.kad.handle_timeout(Instant::now()),
-            }
-        }
-        // Dropping `incoming` removes the handler; dropping the waiters fails their calls.
-        let closed = self.closed.take();
-        drop(self);
-        if let Some(stopped) = closed {
-            let _ = stopped.send(());
-        }
     }
 
-    /// An inbound message: look up the requester's address first.
-    fn accept(&mut self, msg: IncomingMessage) {
-        let host = self.host.clone();
-        self.inbound.push(Box::pin(async move {
-            // The message came over one of these: a session still finishing its handshake
-            // (0-RTT) has the peer's address too.
-            let mut addrs: Vec<Multiaddr> = host
-                .connections(msg.peer)
-                .await
-                .into_iter()
-                .filter(|c| matches!(c.transport, Transport::Udp | Transport::Quic))
-                .map(|c| c.remote)
-                .collect();
-            addrs.dedup();
-            (msg, addrs)
-        }));
-    }
-
-    /// Answers an inbound request. A requester already in the routing table is refreshed
-    /// with `addrs`; an unknown one is probed (see the module docs).
-    fn answer(&mut self, msg: IncomingMessage, addrs: &[Multiaddr]) {
-        let known = self.kad.routing_table().get(&msg.peer).is_some();
-        if !known && !addrs.is_empty() {
-            self.probe(msg.peer, addrs.to_vec());
-        }
-        let from_addrs = if known { addrs } else { &[] };
-        let result = self
-            .kad
-            .handle_request(Instant::now(), msg.peer, from_addrs, &msg.payload);
-        if !msg.is_request() {
-            return;
-        }
-        // A failed answer means the requester is gone: nothing to do.
-        let _ = match result {
-            Ok(Some(bytes)) => msg.respond(bytes),
-            // No response (ADD_PROVIDER sent as a request): dropping the message answers
-            // with an error, which a bridged stream turns into a close.
-            Ok(None) => Ok(()),
-            Err(e) => msg.fail(REFUSED_CODE, &e.to_string()),
-        };
-    }
-
-    /// Probes `peer` unless that cannot change the routing table: its bucket is full of
-    /// entries seen within [`CHECK_AFTER`] (the table would drop it), or it was probed
-    /// within [`PROBE_AGAIN`]. Without these limits two nodes whose buckets are full probe
-    /// each other forever: each probe is a request from a peer the other does not know,
-    /// which it answers with a probe in turn.
-    fn probe(&mut self, peer: PeerId, addrs: Vec<Multiaddr>) {
-        let now = Instant::now();
-        let recently = |t: &Instant| now < *t + PROBE_AGAIN;
-        if self.probing.len() >= MAX_PROBES
-            || self.probing.contains(&peer)
-            || !self.kad.routing_table().could_insert(&peer, now)
-            || self.probed.get(&peer).is_some_and(recently)
-        {
-            return;
-        }
-        if self.probed.len() >= ADDR_CACHE && !self.probed.contains_key(&peer) {
-            self.probed.retain(|_, t| recently(t));
-            if self.probed.len() >= ADDR_CACHE {
-                self.probed.clear();
-            }
-        }
-        self.probed.insert(peer, now);
-        self.probing.insert(peer);
-        // FIND_NODE of our own id, as Kademlia's liveness checks do: every implementation
-        // answers it (not all answer PING).
-        let me = self.kad.local_peer_id().to_bytes();
-        let ping = Message::new(MessageType::FIND_NODE, 0, me).encode();
-        let host = self.host.clone();
-        let timeout = self.kad.config.request_timeout;
-        self.outbound.push(Box::pin(async move {
-            let ok = host.request(peer, PROTOCOL, ping, timeout).await.is_ok();
-            Done::Probe(peer, ok.then_some(addrs))
-        }));
-    }
-
-    fn done(&mut self, done: Done) {
-        match done {
-            Done::Probe(peer, answered) => {
-                self.probing.remove(&peer);
-                for a in answered.into_iter().flatten() {
-                    self.kad.add_address(peer, a);
-                }
-            }
-            Done::Response(id, result) => {
-                let result = match &result {
-                    Ok(b) => Ok(&b[..]),
-                    Err(e) => Err(failure(e)),
-                };
-                self.kad.handle_response(Instant::now(), id, result);
-            }
-            Done::OneWay(Some(id), ok) => {
-                if let Some(w) = self.waiting.get_mut(&id) {
-                    w.unacked -= 1;
-                    w.acked += usize::from(ok);
-                    self.reply(id);
-                }
-            }
-            Done::OneWay(None, _) => {}
-        }
-    }
-
-    /// Answers the command waiting for query `id` once the query finished and the host
-    /// acknowledged or failed all its one-way messages.
-    fn reply(&mut self, id: QueryId) {
-        let ready = |w: &Waiter| w.finished.is_some() && w.unacked == 0;
-        if !self.waiting.get(&id).is_some_and(ready) {
-            return;
-        }
-        if let Some(Waiter {
-            reply,
-            finished: Some((result, stats)),
-            acked,
-            ..
-        }) = self.waiting.remove(&id)
-        {
-            let _ = reply.send(Ok((result, stats, acked)));
-        }
-    }
-
-    /// Gives `addrs` of `peer` to the host unless already given.
-    fn tell_host(&mut self, peer: PeerId, addrs: &[Multiaddr]) {
-        if self.known_addrs.len() >= ADDR_CACHE && !self.known_addrs.contains_key(&peer) {
-            self.known_addrs.clear();
-        }
-        let known = self.known_addrs.entry(peer).or_default();
-        for a in addrs {
-            if known.len() < 64 && known.insert(a.clone()) {
-                // Addresses of a shape the host does not speak are skipped.
-                let _ = self.host.add_address(peer, a.clone());
-            }
-        }
-    }
-
-    /// Sends Kademlia's requests, hands finished queries to their commands.
-    fn flush(&mut self) {
-        while let Some(req) = self.kad.poll_request() {
-            self.tell_host(req.peer, &req.addrs);
-            let (host, peer, id) = (self.host.clone(), req.peer, req.id);
-            let timeout = self.kad.config.request_timeout;
-            if req.expects_response {
-                self.outbound.push(Box::pin(async move {
-                    let r = host.request(peer, PROTOCOL, req.bytes, timeout).await;
-                    Done::Response(id, r)
-                }));
-                continue;
-            }
-            if let Some(w) = req.query.and_then(|q| self.waiting.get_mut(&q)) {
-                w.unacked += 1;
-            }
-            // The message is handed to the host now; the future waits for the ack.
-            let send = host.send(peer, PROTOCOL, req.bytes);
-            self.outbound.push(Box::pin(async move {
-                let ok = matches!(tokio::time::timeout(timeout, send).await, Ok(Ok(())));
-                Done::OneWay(req.query, ok)
-            }));
-        }
-        while let Some(ev) = self.kad.poll_event() {
-            if let KadEvent::QueryFinished { id, result, stats } = ev {
-                if let Some(w) = self.waiting.get_mut(&id) {
-                    w.finished = Some((result, stats));
-                    self.reply(id);
-                }
-            }
-        }
-    }
-}
-
-/// The next inbound message; pending while `accept` is false or there is no handler.
-async fn next_incoming(incoming: &mut Option<Incoming>, accept: bool) -> Option<IncomingMessage> {
-    match incoming.as_mut() {
-        Some(i) if accept => i.recv().await,
-        _ => std::future::pending().await,
+    fn poll_done(&mut self) -> Option<(u64, Self::Done)> {
+        let KadEvent::QueryFinished { id, result, stats } = self.poll_event()?;
+        Some((id.0, (result, stats)))
     }
 }

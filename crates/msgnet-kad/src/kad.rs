@@ -11,11 +11,11 @@
 use crate::iter::{ClosestPeersIter, IterConfig, Next};
 use crate::key::{random_peer_with_cpl, KeyHash, MAX_REFRESH_CPL};
 use crate::record::{wire_peer, PeerInfo, ProviderStore, Record, RecordStore};
-use crate::table::{InsertResult, RoutingTable, MAX_ADDRS};
+use crate::table::{InsertResult, RoutingTable, CHECK_AFTER, MAX_ADDRS};
 use crate::wire::{Message, MessageType};
 use crate::{
     KadConfig, KadError, KadEvent, KadStats, OutboundRequest, QueryId, QueryResult, QueryStats,
-    RequestFailure, RequestId,
+    RequestId,
 };
 use libp2p_identity::PeerId;
 use multiaddr::Multiaddr;
@@ -30,6 +30,12 @@ const REQUEST_CLUSTER_LEVEL: i32 = 10;
 /// How often expired records and providers are dropped.
 const EXPIRE_EVERY: Duration = Duration::from_secs(60);
 
+/// Most requesters probed at once (see [`Kademlia::probe`]).
+const MAX_PROBES: usize = 64;
+
+/// Most requesters whose last probe is remembered.
+const MAX_PROBED: usize = 4096;
+
 /// A request as rust-libp2p sends it.
 fn request(ty: MessageType, key: Vec<u8>) -> Message {
     Message::new(ty, REQUEST_CLUSTER_LEVEL, key)
@@ -41,6 +47,7 @@ enum Purpose {
     Lookup(QueryId),
     Store(QueryId),
     Liveness,
+    Probe,
 }
 
 /// An outbound request waiting for its response.
@@ -82,7 +89,8 @@ struct Query {
     /// PUT_VALUE / ADD_PROVIDER after the lookup: stores in flight to the closest peers
     /// found (`None` while looking up).
     storing: Option<usize>,
-    /// Peers that acknowledged a store (ADD_PROVIDER, which has no response: were sent one).
+    /// Stores sent, and acknowledged (PUT_VALUE answered, ADD_PROVIDER delivered).
+    sent: usize,
     stored: usize,
     stats: QueryStats,
     started: Instant,
@@ -91,13 +99,14 @@ struct Query {
 }
 
 /// The intervals of the periodic jobs: bucket refresh, record republishing, record
-/// replication and provider republishing (`None`: disabled).
-fn intervals(config: &KadConfig) -> [Option<Duration>; 4] {
+/// replication, provider republishing (`None`: disabled) and expiry.
+fn intervals(config: &KadConfig) -> [Option<Duration>; 5] {
     [
         config.refresh_interval,
         config.record_republish_interval,
         config.record_replication_interval,
         config.provider_republish_interval,
+        Some(EXPIRE_EVERY),
     ]
 }
 
@@ -119,10 +128,11 @@ pub struct Kademlia {
     events: VecDeque<KadEvent>,
     /// Internal queries waiting for room (at most one per record and provided key).
     jobs: VecDeque<(Kind, Vec<u8>)>,
+    /// Probes in flight, and when each requester was last probed.
+    probing: usize,
+    probed: HashMap<PeerId, Instant>,
     /// When each of the periodic jobs of [`intervals`] is due next.
-    timers: [Option<Instant>; 4],
-    /// When expired records and providers are dropped next.
-    expire: Instant,
+    timers: [Option<Instant>; 5],
     pub(crate) now: Instant,
     pub(crate) stats: KadStats,
 }
@@ -145,8 +155,9 @@ impl Kademlia {
             outbound: VecDeque::new(),
             events: VecDeque::new(),
             jobs: VecDeque::new(),
+            probing: 0,
+            probed: HashMap::new(),
             timers: intervals(&config).map(|d| d.map(|d| now + d)),
-            expire: now + EXPIRE_EVERY,
             now,
             stats: KadStats::default(),
             config,
@@ -154,11 +165,6 @@ impl Kademlia {
     }
 
     // ---- getters ----
-
-    /// Our peer id.
-    pub fn local_peer_id(&self) -> &PeerId {
-        &self.local
-    }
 
     /// The routing table.
     pub fn routing_table(&self) -> &RoutingTable {
@@ -180,6 +186,11 @@ impl Kademlia {
         self.queries.len()
     }
 
+    /// Number of requests (and one-way messages) waiting for their outcome.
+    pub fn requests_in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
     // ---- hints ----
 
     /// Our own dialable addresses, sent in ADD_PROVIDER and provider responses.
@@ -188,29 +199,11 @@ impl Kademlia {
         self.local_addrs = addrs;
     }
 
-    /// A known address of a server peer (bootstrap peers etc.); inserts it if there is room.
+    /// A known address of a server peer (bootstrap peers etc.), learned as a live one:
+    /// added to its entry, or inserted if there is room (a full bucket checks the
+    /// liveness of its least-recently-seen entry first, as for any new peer).
     pub fn add_address(&mut self, peer: PeerId, addr: Multiaddr) {
-        if !self.table.add_addrs(&peer, std::slice::from_ref(&addr)) {
-            self.learn(peer, &[addr], self.now);
-        }
-    }
-
-    /// The host has a live connection to `peer`, a server reachable at `addrs`.
-    pub fn peer_connected(&mut self, now: Instant, peer: PeerId, addrs: &[Multiaddr]) {
-        self.now = now;
-        self.learn(peer, addrs, now);
-        self.table.set_connected(&peer, true);
-    }
-
-    /// The host's connection to `peer` closed (the entry stays).
-    pub fn peer_disconnected(&mut self, peer: &PeerId) {
-        self.table.set_connected(peer, false);
-    }
-
-    /// The host could not reach `peer` at any address: it leaves the routing table.
-    pub fn peer_unreachable(&mut self, peer: &PeerId) {
-        let removed = self.table.remove(peer);
-        self.removed(removed.map(|(e, promoted)| (e.peer, promoted)));
+        self.learn(peer, &[addr], self.now);
     }
 
     // ---- commands ----
@@ -251,10 +244,7 @@ impl Kademlia {
         mut record: Record,
         quorum: usize,
     ) -> Result<QueryId, KadError> {
-        if record.key.is_empty()
-            || record.value.len() > self.config.max_value_size
-            || !self.config.validator.validate(&record)
-        {
+        if !self.acceptable(&record) {
             return Err(KadError::InvalidRecord);
         }
         record.publisher.get_or_insert(self.local);
@@ -282,6 +272,14 @@ impl Kademlia {
         self.start(now, Kind::GetProviders { found }, key)
     }
 
+    /// Whether `record` may be stored or returned: it has a key, a value within
+    /// [`KadConfig::max_value_size`] and the validator's approval.
+    pub(crate) fn acceptable(&self, record: &Record) -> bool {
+        !record.key.is_empty()
+            && record.value.len() <= self.config.max_value_size
+            && self.config.validator.validate(record)
+    }
+
     /// Records (or refreshes) ourselves as a provider of `key`.
     fn provide_locally(&mut self, key: &[u8], now: Instant) -> bool {
         let me = PeerInfo::new(self.local, self.local_addrs.clone());
@@ -297,11 +295,12 @@ impl Kademlia {
         Ok(self.launch(now, kind, key, false))
     }
 
-    /// Room for another query: internal jobs may use at most half of
-    /// [`KadConfig::max_queries`], and a command needs room for its event.
+    /// Room for another query: a command's query counts against
+    /// [`KadConfig::max_queries`] until its event is taken; internal jobs may use at most
+    /// half.
     fn has_room(&self, internal: bool) -> bool {
         let limit = self.config.max_queries / if internal { 2 } else { 1 };
-        self.queries.len() < limit && self.events.len() < self.config.max_events
+        self.queries.len() + self.events.len() < limit
     }
 
     fn launch(&mut self, now: Instant, kind: Kind, key: Vec<u8>, internal: bool) -> QueryId {
@@ -313,6 +312,7 @@ impl Kademlia {
             key,
             addrs: HashMap::new(),
             storing: None,
+            sent: 0,
             stored: 0,
             stats: QueryStats::default(),
             started: now,
@@ -341,35 +341,45 @@ impl Kademlia {
 
     // ---- routing table upkeep ----
 
-    pub(crate) fn push_event(&mut self, e: KadEvent) {
-        if self.events.len() < self.config.max_events {
-            self.events.push_back(e);
-        } else {
-            self.stats.dropped_events += 1;
-        }
-    }
-
     /// `peer` is a live server at `addrs`.
     pub(crate) fn learn(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) {
-        match self.table.insert(peer, addrs, now) {
-            InsertResult::Inserted => self.push_event(KadEvent::PeerAdded { peer }),
-            InsertResult::Pending { check } => {
-                let addrs = self.known_addrs(None, &check);
-                let msg = request(MessageType::FIND_NODE, self.local.to_bytes());
-                self.send(check, &msg, Purpose::Liveness, addrs);
-            }
-            InsertResult::Updated | InsertResult::Dropped => {}
+        if let InsertResult::Pending { check } = self.table.insert(peer, addrs, now) {
+            let addrs = self.known_addrs(None, &check);
+            let msg = request(MessageType::FIND_NODE, self.local.to_bytes());
+            self.send(check, &msg, Purpose::Liveness, addrs);
         }
     }
 
-    /// Reports a peer that left the routing table, and the pending peer promoted in its place.
-    fn removed(&mut self, removed: Option<(PeerId, Option<PeerId>)>) {
-        if let Some((peer, promoted)) = removed {
-            self.push_event(KadEvent::PeerRemoved { peer });
-            if let Some(peer) = promoted {
-                self.push_event(KadEvent::PeerAdded { peer });
+    /// Asks `peer`, which sent a request from `addrs` but is not in the routing table,
+    /// whether it serves [`crate::PROTOCOL`] (FIND_NODE of our id, as the liveness checks
+    /// do: every implementation answers it); if it answers it is learned at `addrs`. For
+    /// hosts that cannot tell a server requester from a client (which answers nothing).
+    ///
+    /// Skipped when that cannot change the table (its bucket is full of entries seen
+    /// within [`CHECK_AFTER`]), when `peer` was probed within [`CHECK_AFTER`], and beyond
+    /// 64 probes in flight. Without these limits two nodes whose buckets are full probe
+    /// each other forever: each probe is a request from a peer the other does not know,
+    /// which it answers with a probe in turn.
+    pub fn probe(&mut self, now: Instant, peer: PeerId, addrs: Vec<Multiaddr>) {
+        self.now = now;
+        let recently = |t: &Instant| now < *t + CHECK_AFTER;
+        if addrs.is_empty()
+            || self.probing >= MAX_PROBES
+            || !self.table.could_insert(&peer, now)
+            || self.probed.get(&peer).is_some_and(recently)
+        {
+            return;
+        }
+        if self.probed.len() >= MAX_PROBED {
+            self.probed.retain(|_, t| recently(t));
+            if self.probed.len() >= MAX_PROBED {
+                self.probed.clear();
             }
         }
+        self.probed.insert(peer, now);
+        self.probing += 1;
+        let msg = request(MessageType::FIND_NODE, self.local.to_bytes());
+        self.send(peer, &msg, Purpose::Probe, addrs);
     }
 
     // ---- queries ----
@@ -377,28 +387,20 @@ impl Kademlia {
     fn send(&mut self, peer: PeerId, msg: &Message, purpose: Purpose, addrs: Vec<Multiaddr>) {
         let id = RequestId(self.next_request);
         self.next_request += 1;
-        let expects_response = msg.ty != MessageType::ADD_PROVIDER;
-        if expects_response {
-            let deadline = self.now + self.config.request_timeout;
-            let pending = Pending {
-                peer,
-                addrs: addrs.clone(),
-                deadline,
-                purpose,
-            };
-            self.pending.insert(id, pending);
-        }
+        let pending = Pending {
+            peer,
+            addrs: addrs.clone(),
+            deadline: self.now + self.config.request_timeout,
+            purpose,
+        };
+        self.pending.insert(id, pending);
         self.stats.requests_out += 1;
         self.outbound.push_back(OutboundRequest {
             id,
             peer,
             addrs,
             bytes: msg.encode(),
-            expects_response,
-            query: match purpose {
-                Purpose::Lookup(q) | Purpose::Store(q) => Some(q),
-                Purpose::Liveness => None,
-            },
+            expects_response: msg.ty != MessageType::ADD_PROVIDER,
         });
     }
 
@@ -468,7 +470,6 @@ impl Kademlia {
                 q.iter = self.lookup(&q.key);
                 return true;
             }
-            _ if q.storing.is_some() => return false,
             Kind::PutValue { record, .. } => Message {
                 record: Some(record.to_wire(0)),
                 ..Message::new(MessageType::PUT_VALUE, 0, record.key.clone())
@@ -485,19 +486,15 @@ impl Kademlia {
             self.send(*peer, &msg, Purpose::Store(id), addrs);
         }
         q.stats.requests += targets.len() as u32;
-        if msg.ty == MessageType::ADD_PROVIDER {
-            q.stored = targets.len();
-            q.storing = Some(0);
-        } else {
-            q.storing = Some(targets.len());
-        }
+        q.sent = targets.len();
+        q.storing = Some(targets.len());
         true
     }
 
     fn finish(&mut self, id: QueryId, mut q: Query, now: Instant) {
         q.stats.duration = now.saturating_duration_since(q.started);
         q.stats.rounds = q.stats.rounds.max(q.iter.rounds());
-        let stored = q.stored;
+        let (sent, stored) = (q.sent, q.stored);
         let result = match q.kind {
             Kind::Bootstrap { .. } => QueryResult::Bootstrapped {
                 table_size: self.table.len(),
@@ -521,7 +518,10 @@ impl Kademlia {
                 stored,
                 quorum_met: stored >= quorum,
             },
-            Kind::AddProvider => QueryResult::AddProvider { sent: stored },
+            Kind::AddProvider => QueryResult::AddProvider {
+                sent,
+                acked: stored,
+            },
             Kind::GetProviders { found } => QueryResult::Providers(found),
         };
         if !q.internal {
@@ -535,33 +535,36 @@ impl Kademlia {
 
     // ---- inputs ----
 
-    /// The response to request `id` arrived (`Ok(bytes)`) or the request failed.
-    pub fn handle_response(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        result: Result<&[u8], RequestFailure>,
-    ) {
+    /// The response to request `id` arrived (`Some(bytes)`; for a one-way message, see
+    /// [`OutboundRequest::expects_response`], the host's acknowledgement: `Some(&[])`), or
+    /// the request failed (`None`: timed out, the peer was unreachable or refused; all
+    /// count alike, as a sign that the peer is not a live server).
+    pub fn handle_response(&mut self, now: Instant, id: RequestId, response: Option<&[u8]>) {
         self.now = now;
         let Some(p) = self.pending.remove(&id) else {
             self.stats.unexpected_responses += 1;
             return;
         };
-        let msg = match result {
-            Ok(b) if b.len() > self.config.max_message_size => None,
-            Ok(b) => Message::decode(b)
+        let msg = match response {
+            Some(b) if b.len() > self.config.max_message_size => None,
+            Some(b) => Message::decode(b)
                 .inspect_err(|_| self.stats.malformed += 1)
                 .ok(),
-            Err(_) => None,
+            None => None,
         };
+        // A peer that fails a request leaves the routing table.
         match &msg {
             Some(_) => self.learn(p.peer, &p.addrs, now),
-            None => self.peer_unreachable(&p.peer),
+            None => drop(self.table.remove(&p.peer)),
         }
         let qid = match p.purpose {
+            Purpose::Probe => {
+                self.probing -= 1;
+                return;
+            }
             Purpose::Liveness => {
-                let evicted = self.table.on_liveness(&p.peer, msg.is_some(), now);
-                return self.removed(evicted);
+                self.table.on_liveness(&p.peer, msg.is_some(), now);
+                return;
             }
             Purpose::Lookup(q) | Purpose::Store(q) => q,
         };
@@ -591,10 +594,11 @@ impl Kademlia {
         let config = &self.config;
         let cap = config.k * 16;
         let mut closer = Vec::new();
-        for info in m.closer_peers.into_iter().take(cap) {
-            let Some(info) = PeerInfo::from_wire(info).filter(|i| i.peer != self.local) else {
+        let infos = m.closer_peers.into_iter().take(cap);
+        for info in infos.filter_map(PeerInfo::from_wire) {
+            if info.peer == self.local {
                 continue;
-            };
+            }
             if q.addrs.len() < cap && !info.addrs.is_empty() {
                 q.addrs.entry(info.peer).or_insert(info.addrs);
             }
@@ -603,26 +607,19 @@ impl Kademlia {
         q.iter.on_success(from, closer);
         match &mut q.kind {
             Kind::GetValue { quorum, found } => {
-                if let Some(r) = m.record.filter(|r| r.key == q.key) {
-                    let rec = Record {
-                        publisher: PeerId::from_bytes(&r.publisher).ok(),
-                        key: r.key,
-                        value: r.value,
-                    };
-                    if config.validator.validate(&rec) {
-                        found.push(rec);
-                    }
-                }
+                let rec = m
+                    .record
+                    .filter(|r| r.key == q.key)
+                    .and_then(Record::from_wire);
+                found.extend(rec.filter(|r| self.acceptable(r)));
                 if found.len() >= *quorum {
                     q.iter.finish();
                 }
             }
             Kind::GetProviders { found } => {
                 let max = config.max_providers_per_key;
-                for info in m.provider_peers.into_iter().take(cap) {
-                    let Some(info) = PeerInfo::from_wire(info) else {
-                        continue;
-                    };
+                let infos = m.provider_peers.into_iter().take(cap);
+                for info in infos.filter_map(PeerInfo::from_wire) {
                     if found.len() < max && !found.iter().any(|f| f.peer == info.peer) {
                         found.push(info);
                     }
@@ -641,7 +638,7 @@ impl Kademlia {
         let expired = self.pending.iter().filter(|(_, p)| p.deadline <= now);
         let expired: Vec<RequestId> = expired.map(|(id, _)| *id).collect();
         for id in expired {
-            self.handle_response(now, id, Err(RequestFailure::Timeout));
+            self.handle_response(now, id, None);
         }
         let ids: Vec<QueryId> = self.queries.keys().copied().collect();
         for id in ids {
@@ -659,12 +656,7 @@ impl Kademlia {
     }
 
     fn periodic(&mut self, now: Instant) {
-        if now >= self.expire {
-            self.records.expire(now);
-            self.providers.expire(now);
-            self.expire = now + EXPIRE_EVERY;
-        }
-        let mut due = [false; 4];
+        let mut due = [false; 5];
         let timers = self.timers.iter_mut().zip(intervals(&self.config));
         for ((at, every), due) in timers.zip(&mut due) {
             if let (Some(t), Some(d)) = (*at, every) {
@@ -674,7 +666,11 @@ impl Kademlia {
                 }
             }
         }
-        let [refresh, republish, replicate, provide] = due;
+        let [refresh, republish, replicate, provide, expire] = due;
+        if expire {
+            self.records.expire(now);
+            self.providers.expire(now);
+        }
         let config = &self.config;
         if refresh && !self.table.is_empty() {
             let stale_before = now.checked_sub(config.refresh_interval.unwrap_or_default());
@@ -731,15 +727,13 @@ impl Kademlia {
         // Per-peer iterator deadlines equal request deadlines, which `pending` covers.
         let queries = self.queries.values();
         let jobs = (!self.jobs.is_empty()).then(|| self.now + Duration::from_secs(1));
-        let next = self
-            .timers
+        self.timers
             .iter()
             .flatten()
             .copied()
             .chain(self.pending.values().map(|p| p.deadline))
             .chain(queries.map(|q| q.started + self.config.query_timeout))
             .chain(jobs)
-            .fold(self.expire, Instant::min);
-        Some(next)
+            .min()
     }
 }

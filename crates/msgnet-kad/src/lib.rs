@@ -16,15 +16,16 @@
 //!    - the response to (or failure of) an [`OutboundRequest`] →
 //!      [`Kademlia::handle_response`] with the request's [`RequestId`];
 //!    - the deadline from [`Kademlia::poll_timeout`] has passed → [`Kademlia::handle_timeout`];
-//!    - liveness hints: [`Kademlia::peer_connected`], [`Kademlia::peer_disconnected`],
-//!      [`Kademlia::peer_unreachable`].
+//!    - a host that cannot tell whether a requester serves [`PROTOCOL`] passes `&[]` as
+//!      its addresses to `handle_request` and, if it is not in the routing table, its
+//!      addresses to [`Kademlia::probe`].
 //! 3. Issue commands ([`Kademlia::bootstrap`], [`Kademlia::find_node`],
 //!    [`Kademlia::get_value`], [`Kademlia::put_value`], [`Kademlia::add_provider`],
 //!    [`Kademlia::get_providers`]); each returns a [`QueryId`].
 //! 4. After every input or command, drain [`Kademlia::poll_request`] (send each request
 //!    to its peer; if [`OutboundRequest::expects_response`] is false it is a one-way
-//!    message) and [`Kademlia::poll_event`], then re-arm the timer from
-//!    [`Kademlia::poll_timeout`].
+//!    message, whose acknowledgement is its response) and [`Kademlia::poll_event`], then
+//!    re-arm the timer from [`Kademlia::poll_timeout`].
 //!
 //! The host owns framing (on libp2p streams an unsigned-varint length before each message,
 //! one request and one response per stream). Kademlia expires its own requests after
@@ -51,7 +52,7 @@ mod server;
 pub mod table;
 pub mod wire;
 
-pub use error::{DecodeError, KadError, RequestFailure};
+pub use error::{DecodeError, KadError};
 pub use kad::Kademlia;
 pub use record::{provider_key, AcceptAll, PeerInfo, Record, Validator};
 
@@ -109,10 +110,9 @@ pub struct KadConfig {
     pub max_providers_per_key: usize,
     /// Largest message accepted (1 MiB).
     pub max_message_size: usize,
-    /// Concurrent queries (64); internal republish jobs use at most half.
+    /// Concurrent queries (64), counting finished ones whose event was not taken yet;
+    /// internal republish jobs use at most half.
     pub max_queries: usize,
-    /// Queued events (1024); routing events are dropped beyond it.
-    pub max_events: usize,
     /// Decides which records are valid and which is best.
     pub validator: Arc<dyn Validator>,
     /// Seed of the ChaCha20 RNG (refresh targets).
@@ -141,7 +141,6 @@ impl Default for KadConfig {
             max_providers_per_key: 20,
             max_message_size: 1 << 20,
             max_queries: 64,
-            max_events: 1024,
             validator: Arc::new(AcceptAll),
             rng_seed: 0,
         }
@@ -167,10 +166,9 @@ pub struct OutboundRequest {
     pub addrs: Vec<Multiaddr>,
     /// The protobuf message.
     pub bytes: Vec<u8>,
-    /// False for ADD_PROVIDER, which has no response: do not report one.
+    /// False for ADD_PROVIDER, which has no response: send it as a one-way message and
+    /// report the host's acknowledgement of it as the response `Some(&[])`.
     pub expects_response: bool,
-    /// The query that sent it (`None`: a liveness check of a routing table entry).
-    pub query: Option<QueryId>,
 }
 
 /// Counters of one query.
@@ -215,10 +213,13 @@ pub enum QueryResult {
         /// `stored >= quorum`.
         quorum_met: bool,
     },
-    /// `add_provider`: to how many of the k closest ADD_PROVIDER was sent.
+    /// `add_provider`: to how many of the k closest ADD_PROVIDER was sent, and delivered.
     AddProvider {
         /// Peers the announcement was sent to.
         sent: usize,
+        /// Of those, the ones whose host acknowledged it (for libp2p peers reached through
+        /// a stream bridge: the stream was written).
+        acked: usize,
     },
     /// `get_providers`: providers found (including ourselves if we provide).
     Providers(Vec<PeerInfo>),
@@ -237,16 +238,6 @@ pub enum KadEvent {
         /// Its counters.
         stats: QueryStats,
     },
-    /// A peer entered the routing table.
-    PeerAdded {
-        /// The peer.
-        peer: PeerId,
-    },
-    /// A peer left the routing table (failed, unreachable or evicted).
-    PeerRemoved {
-        /// The peer.
-        peer: PeerId,
-    },
 }
 
 /// Node-wide counters.
@@ -262,6 +253,4 @@ pub struct KadStats {
     pub invalid: u64,
     /// Responses for unknown or expired request ids.
     pub unexpected_responses: u64,
-    /// Events dropped because the event queue was full.
-    pub dropped_events: u64,
 }

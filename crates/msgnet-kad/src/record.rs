@@ -33,6 +33,19 @@ impl Record {
         }
     }
 
+    /// Parses a wire record; `None` if the publisher is not a valid peer id.
+    pub(crate) fn from_wire(r: WireRecord) -> Option<Self> {
+        let publisher = match r.publisher.is_empty() {
+            true => None,
+            false => Some(PeerId::from_bytes(&r.publisher).ok()?),
+        };
+        Some(Record {
+            key: r.key,
+            value: r.value,
+            publisher,
+        })
+    }
+
     /// The record on the wire, with a remaining lifetime of `ttl` seconds (0: unspecified).
     pub(crate) fn to_wire(&self, ttl: u32) -> WireRecord {
         WireRecord {

@@ -119,22 +119,12 @@ impl Kademlia {
         let r = req
             .record
             .ok_or(KadError::InvalidRequest("PUT_VALUE without record"))?;
-        if r.key.is_empty() || (!req.key.is_empty() && req.key != r.key) {
+        if !req.key.is_empty() && req.key != r.key {
             return Err(KadError::InvalidRequest("PUT_VALUE key mismatch"));
         }
-        if r.value.len() > self.config.max_value_size {
-            return Err(KadError::InvalidRecord);
-        }
-        let publisher = (!r.publisher.is_empty())
-            .then(|| PeerId::from_bytes(&r.publisher))
-            .transpose()
-            .map_err(|_| KadError::InvalidRequest("bad publisher"))?;
-        let record = Record {
-            key: r.key,
-            value: r.value,
-            publisher,
-        };
-        if !self.config.validator.validate(&record) {
+        let wire_ttl = r.ttl;
+        let record = Record::from_wire(r).ok_or(KadError::InvalidRequest("bad publisher"))?;
+        if !self.acceptable(&record) {
             return Err(KadError::InvalidRecord);
         }
         let now = self.now;
@@ -144,8 +134,8 @@ impl Kademlia {
             }
         }
         let mut ttl = self.config.record_ttl;
-        if r.ttl > 0 {
-            ttl = ttl.min(Duration::from_secs(u64::from(r.ttl)));
+        if wire_ttl > 0 {
+            ttl = ttl.min(Duration::from_secs(u64::from(wire_ttl)));
         }
         // The echo carries key and value only, as rust-libp2p's does.
         let echo = Record::new(record.key.clone(), record.value.clone());
@@ -163,11 +153,11 @@ impl Kademlia {
     /// the routing table's pre-encoded entries.
     fn with_closer(&self, msg: Message, key: &[u8], exclude: &PeerId) -> Vec<u8> {
         let closest = self.table.closest(&KeyHash::of(key), self.config.k + 1);
-        let raw: Vec<(&[u8], bool)> = closest
+        let raw: Vec<&[u8]> = closest
             .into_iter()
             .filter(|e| e.peer != *exclude)
             .take(self.config.k)
-            .map(|e| (e.wire.as_slice(), e.connected))
+            .map(|e| e.wire.as_slice())
             .collect();
         msg.encode_with_raw_closer(&raw)
     }

@@ -34,8 +34,6 @@ pub struct Entry {
     pub addrs: Vec<Multiaddr>,
     /// When the peer was last seen alive.
     pub last_seen: Instant,
-    /// The host reported a live connection.
-    pub connected: bool,
     /// The entry as an encoded `Peer` message (id and addresses), copied into responses.
     pub wire: Vec<u8>,
 }
@@ -148,11 +146,6 @@ impl RoutingTable {
         Some((b, i))
     }
 
-    fn entry_mut(&mut self, peer: &PeerId) -> Option<&mut Entry> {
-        let (b, i) = self.locate(peer)?;
-        Some(&mut self.buckets[b].entries[i])
-    }
-
     /// The entry of `peer`, if present.
     pub fn get(&self, peer: &PeerId) -> Option<&Entry> {
         let (b, i) = self.locate(peer)?;
@@ -187,7 +180,6 @@ impl RoutingTable {
             key,
             addrs: Vec::new(),
             last_seen: now,
-            connected: false,
             wire: Vec::new(),
         };
         merge_addrs(&mut entry, addrs);
@@ -211,20 +203,6 @@ impl RoutingTable {
                 InsertResult::Pending { check }
             }
             _ => InsertResult::Dropped,
-        }
-    }
-
-    /// Adds addresses to a present entry without touching its last-seen time.
-    pub fn add_addrs(&mut self, peer: &PeerId, addrs: &[Multiaddr]) -> bool {
-        self.entry_mut(peer)
-            .map(|e| merge_addrs(e, addrs))
-            .is_some()
-    }
-
-    /// Sets the connected flag of a present entry.
-    pub fn set_connected(&mut self, peer: &PeerId, connected: bool) {
-        if let Some(e) = self.entry_mut(peer) {
-            e.connected = connected;
         }
     }
 

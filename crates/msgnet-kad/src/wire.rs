@@ -205,12 +205,11 @@ impl Message {
         self.encode_with_raw_closer(&[])
     }
 
-    /// Encodes the message with `raw` closer peers (already encoded `Peer` messages
-    /// without their `connection` field, and whether to mark them CONNECTED) placed before
-    /// `closer_peers`. Byte-identical to [`Self::encode`] on the equivalent message; lets
-    /// the routing table keep each entry pre-encoded.
-    pub fn encode_with_raw_closer(&self, raw: &[(&[u8], bool)]) -> Vec<u8> {
-        let raw_len: usize = raw.iter().map(|(b, _)| b.len() + 6).sum();
+    /// Encodes the message with `raw` closer peers (already encoded `Peer` messages)
+    /// placed before `closer_peers`. Byte-identical to [`Self::encode`] on the equivalent
+    /// message; lets the routing table keep each entry pre-encoded.
+    pub fn encode_with_raw_closer(&self, raw: &[&[u8]]) -> Vec<u8> {
+        let raw_len: usize = raw.iter().map(|b| b.len() + 4).sum();
         let mut out = Vec::with_capacity(64 + self.key.len() + raw_len);
         put_int(&mut out, 8, self.ty.0.into());
         put_int(&mut out, 80, self.cluster_level_raw.into());
@@ -218,13 +217,8 @@ impl Message {
         if let Some(r) = &self.record {
             put_bytes(&mut out, 26, &r.encode());
         }
-        for (b, connected) in raw {
-            put_varint(&mut out, 66);
-            put_varint(&mut out, (b.len() + 2 * usize::from(*connected)) as u64);
-            out.extend_from_slice(b);
-            if *connected {
-                out.extend_from_slice(&[24, 1]);
-            }
+        for b in raw {
+            put_bytes(&mut out, 66, b);
         }
         for p in &self.closer_peers {
             put_bytes(&mut out, 66, &p.encode());

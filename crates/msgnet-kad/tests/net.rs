@@ -87,7 +87,10 @@ fn two_thousand_nodes() {
         .add_provider(now, key.clone())
         .unwrap();
     match net.run_query(provider, id) {
-        Some((QueryResult::AddProvider { sent }, _)) => assert!(sent >= 10, "sent to {sent}"),
+        Some((QueryResult::AddProvider { sent, acked }, _)) => {
+            assert!(sent >= 10, "sent to {sent}");
+            assert_eq!(acked, sent, "every live node acknowledges");
+        }
         other => panic!("add_provider failed: {other:?}"),
     }
     net.run_for(Duration::from_secs(1));

@@ -146,7 +146,7 @@ fn providers() {
 
 #[test]
 fn pre_encoded_closer_peers_are_byte_identical() {
-    let a = peer(&[0x01], ConnectionType::CONNECTED);
+    let a = peer(&[0x01], ConnectionType::NOT_CONNECTED);
     let b = peer(&[0x02], ConnectionType::NOT_CONNECTED);
     let full = Message {
         ty: MessageType::GET_PROVIDERS,
@@ -155,22 +155,12 @@ fn pre_encoded_closer_peers_are_byte_identical() {
         provider_peers: vec![b.clone()],
         ..Default::default()
     };
-    let bare = |p: &WirePeer| {
-        WirePeer {
-            connection: ConnectionType::NOT_CONNECTED,
-            ..p.clone()
-        }
-        .encode()
-    };
-    let (ra, rb) = (bare(&a), bare(&b));
+    let (ra, rb) = (a.encode(), b.encode());
     let partial = Message {
         closer_peers: vec![],
         ..full.clone()
     };
-    assert_eq!(
-        partial.encode_with_raw_closer(&[(&ra, true), (&rb, false)]),
-        full.encode()
-    );
+    assert_eq!(partial.encode_with_raw_closer(&[&ra, &rb]), full.encode());
 }
 
 #[test]

@@ -47,6 +47,8 @@
 //!   describe queue bounds and what a slow handler does to the host.
 //! - [`network`]: the transports ([`Transport`]) and the rule that picks one per peer.
 //! - [`keyfile`]: persistent identities.
+//! - [`service`]: runs any sans-IO message service (a [`service::Service`], e.g. Kademlia)
+//!   on a [`Host`].
 //! - [`multiaddr_to_socket`], [`socket_to_multiaddr`]: UDP address conversions.
 
 mod addr;
@@ -57,6 +59,7 @@ mod host;
 mod incoming;
 pub mod keyfile;
 pub mod network;
+pub mod service;
 
 pub use addr::{multiaddr_to_socket, socket_to_multiaddr};
 pub use error::HostError;

@@ -76,7 +76,8 @@ impl Node {
 
     /// Number of peers in its routing table (0 if the Dht stopped).
     pub async fn table_size(&self) -> usize {
-        self.dht.stats().await.map_or(0, |s| s.table_size)
+        let size = self.dht.inspect(|k| k.routing_table().len());
+        size.await.unwrap_or(0)
     }
 
     /// Diagnostic counters (`LOOKUP_DIAG=1`): datagrams out, in, retransmissions,
@@ -84,15 +85,18 @@ impl Node {
     pub async fn diag(&self) -> [u64; 7] {
         let s = self.host.stats().await;
         let peers = self.host.peers().await.len() as u64;
-        let d = self.dht.stats().await.unwrap_or_default();
+        let d = self
+            .dht
+            .inspect(|k| (k.requests_in_flight(), k.active_queries()));
+        let (in_flight, active) = d.await.unwrap_or_default();
         [
             s.tx_datagrams,
             s.rx_datagrams,
             s.retransmissions,
             s.messages_delivered,
             peers,
-            d.requests_in_flight as u64,
-            d.active_queries as u64,
+            in_flight as u64,
+            active as u64,
         ]
     }
 

@@ -4,9 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 use libp2p_identity::{Keypair, PeerId};
-use msgnet_kad::{
-    KadConfig, KadEvent, Kademlia, QueryId, QueryResult, QueryStats, RequestFailure, RequestId,
-};
+use msgnet_kad::{KadConfig, KadEvent, Kademlia, QueryId, QueryResult, QueryStats, RequestId};
 use multiaddr::Multiaddr;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -37,7 +35,8 @@ enum Delivery {
     Response {
         to: usize,
         id: RequestId,
-        result: Result<Vec<u8>, RequestFailure>,
+        /// `None`: the request failed.
+        result: Option<Vec<u8>>,
     },
     Timer {
         node: usize,
@@ -144,15 +143,15 @@ impl Net {
                     };
                     self.schedule(at, d);
                 }
-                _ if req.expects_response => {
+                // A one-way message fails as a request does.
+                _ => {
                     let d = Delivery::Response {
                         to: i,
                         id: req.id,
-                        result: Err(RequestFailure::Unreachable),
+                        result: None,
                     };
                     self.schedule(at, d);
                 }
-                _ => {}
             }
         }
         while let Some(ev) = self.nodes[i].kad.poll_event() {
@@ -204,27 +203,27 @@ impl Net {
                     .kad
                     .handle_request(now, from_peer, &addrs, &bytes);
                 self.flush(to);
-                if expects {
-                    let result = match resp {
-                        Ok(Some(b)) => Ok(b),
-                        _ => Err(RequestFailure::Refused),
-                    };
-                    let at = now + self.delay();
-                    self.schedule(
-                        at,
-                        Delivery::Response {
-                            to: from,
-                            id,
-                            result,
-                        },
-                    );
-                }
+                // A one-way message's outcome is its acknowledgement: `Ok(&[])`.
+                let result = match resp {
+                    Ok(Some(b)) if expects => Some(b),
+                    _ if !expects => Some(Vec::new()),
+                    _ => None,
+                };
+                let at = now + self.delay();
+                self.schedule(
+                    at,
+                    Delivery::Response {
+                        to: from,
+                        id,
+                        result,
+                    },
+                );
             }
             Delivery::Response { to, id, result } => {
                 if self.nodes[to].alive {
                     self.nodes[to]
                         .kad
-                        .handle_response(now, id, result.as_deref().map_err(|e| *e));
+                        .handle_response(now, id, result.as_deref());
                     self.flush(to);
                 }
             }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use libp2p_identity::PeerId;
-use msgnet_core::{EndpointConfig, IncomingMessage, SendError, SendOptions};
+use msgnet_core::{EndpointConfig, IncomingMessage, SendOptions};
 use msgnet_kad::{
-    KadConfig, KadEvent, Kademlia, QueryId, QueryResult, QueryStats, RequestFailure, RequestId,
+    KadConfig, KadEvent, Kademlia, QueryId, QueryResult, QueryStats, RequestId,
     PROTOCOL,
 };
 use msgnet_sim::{
-    EventLog, LinkParams, NodeId, Outcome, Output, OutputKind, Reply, Service, SessionChange, Sim,
+    EventLog, LinkParams, NodeId, Outcome, Output, OutputKind, Reply, Service, Sim,
 };
 use multiaddr::{Multiaddr, Protocol};
 use rand::{Rng, SeedableRng};
@@ -50,22 +50,13 @@ pub fn socket_of(m: &Multiaddr) -> Option<SocketAddr> {
     }
 }
 
-/// How an endpoint failure is reported to Kademlia.
-fn failure_of(e: &SendError) -> RequestFailure {
-    match e {
-        SendError::TimedOut => RequestFailure::Timeout,
-        SendError::UnsupportedProtocol(_) | SendError::Remote { .. } => RequestFailure::Refused,
-        _ => RequestFailure::Unreachable,
-    }
-}
-
 /// `msgnet_kad::Kademlia` as a simulator service on `/ipfs/kad/1.0.0`.
 ///
 /// Inbound requests go to `handle_request` with the session's remote address as the
 /// requester's listen address (in the simulator a node's session address is the one it
 /// listens on), outbound requests become msgnet requests (ADD_PROVIDER a one-way
-/// message), responses and failures go back to `handle_response`; `SessionDown` is the
-/// `peer_disconnected` hint. Finished queries wait in [`KadService::take_finished`].
+/// message), responses, acknowledgements and failures go back to `handle_response`.
+/// Finished queries wait in [`KadService::take_finished`].
 pub struct KadService {
     /// The state machine (read its routing table and stats; issue commands through
     /// `Sim::with_service`).
@@ -125,16 +116,10 @@ impl Service for KadService {
 
     fn handle_outcome(&mut self, now: Instant, token: u64, outcome: Outcome) {
         match outcome {
-            Outcome::Response(Ok(bytes)) => self.kad.handle_response(now, RequestId(token), Ok(&bytes)),
-            Outcome::Response(Err(e)) => self.kad.handle_response(now, RequestId(token), Err(failure_of(&e))),
-            // ADD_PROVIDER has no response and Kademlia wants no report of it.
-            Outcome::Sent(_) => {}
-        }
-    }
-
-    fn handle_session(&mut self, _now: Instant, peer: PeerId, change: SessionChange) {
-        if change == SessionChange::Down {
-            self.kad.peer_disconnected(&peer);
+            Outcome::Response(Ok(bytes)) => self.kad.handle_response(now, RequestId(token), Some(&bytes)),
+            // ADD_PROVIDER has no response: its acknowledgement is reported as an empty one.
+            Outcome::Sent(Ok(())) => self.kad.handle_response(now, RequestId(token), Some(&[])),
+            Outcome::Response(Err(_)) | Outcome::Sent(Err(_)) => self.kad.handle_response(now, RequestId(token), None),
         }
     }
 
