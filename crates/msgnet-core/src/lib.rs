@@ -35,6 +35,7 @@ mod ranges;
 mod replay;
 mod rtt;
 mod session;
+pub mod service;
 pub mod error;
 pub mod event;
 pub mod stats;

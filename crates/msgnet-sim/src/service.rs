@@ -30,20 +30,8 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use msgnet_core::{IncomingMessage, PeerId, SendError, SendOptions};
-
-/// The answer to an inbound request: the response payload, or an error code and reason
-/// (see `Endpoint::respond`).
-pub type Reply = Result<Bytes, (u8, String)>;
-
-/// Whether an [`Output`] is a one-way message or a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    /// `Endpoint::send`: the outcome is [`Outcome::Sent`].
-    Message,
-    /// `Endpoint::request`: the outcome is [`Outcome::Response`].
-    Request,
-}
+pub use msgnet_core::service::{Outcome, OutputKind, Reply};
+use msgnet_core::{IncomingMessage, PeerId, SendOptions};
 
 /// A message a service wants sent.
 #[derive(Debug, Clone)]
@@ -63,15 +51,6 @@ pub struct Output {
     pub opts: SendOptions,
     /// Message or request.
     pub kind: OutputKind,
-}
-
-/// What became of an [`Output`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A one-way message completed (acknowledged) or failed.
-    Sent(Result<(), SendError>),
-    /// A request was answered or failed.
-    Response(Result<Bytes, SendError>),
 }
 
 /// A session change reported to services.

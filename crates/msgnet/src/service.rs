@@ -36,6 +36,7 @@ use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Bytes, Host, HostError, Incoming, IncomingMessage, Multiaddr, PeerId, Transport};
+pub use msgnet_core::service::{Outcome, OutputKind, Reply};
 use msgnet_core::SendError;
 use multiaddr::Protocol;
 
@@ -50,19 +51,6 @@ pub const ADDR_CACHE: usize = 4096;
 
 /// Addresses remembered per peer.
 const ADDRS_PER_PEER: usize = 64;
-
-/// The answer to an inbound request: the response payload, or an error code and reason
-/// (see [`IncomingMessage::fail`]).
-pub type Reply = Result<Bytes, (u8, String)>;
-
-/// Whether an [`Output`] is a one-way message or a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputKind {
-    /// [`Host::send`]: the outcome is [`Outcome::Sent`].
-    Message,
-    /// [`Host::request`]: the outcome is [`Outcome::Response`].
-    Request,
-}
 
 /// A message a service wants sent.
 #[derive(Debug, Clone)]
@@ -82,27 +70,6 @@ pub struct Output {
     /// The outcome is [`SendError::TimedOut`] if the response (or the acknowledgement of a
     /// message) has not come after this long.
     pub timeout: Duration,
-}
-
-/// What became of an [`Output`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// A one-way message was acknowledged or failed.
-    Sent(Result<(), SendError>),
-    /// A request was answered or failed.
-    Response(Result<Bytes, SendError>),
-}
-
-impl Outcome {
-    /// The response of an answered request, or an empty payload for an acknowledged
-    /// message; `None` if the output failed.
-    pub fn payload(&self) -> Option<&[u8]> {
-        match self {
-            Outcome::Response(Ok(bytes)) => Some(bytes),
-            Outcome::Sent(Ok(())) => Some(&[]),
-            Outcome::Response(Err(_)) | Outcome::Sent(Err(_)) => None,
-        }
-    }
 }
 
 /// A sans-IO protocol state machine run by [`ServiceHandle::spawn`]. Every method takes
