@@ -287,11 +287,8 @@ impl Endpoint {
         let Ok(keys) = hs.into_keys() else {
             return false;
         };
-        s.set_keys(Keys::new(keys.send, keys.recv, now));
-        s.restart_handshake_packet_clock(now);
         s.amp_tx += out.len() as u64;
-        s.packets_sent += 1;
-        s.last_tx = now;
+        s.handshake_sent(Keys::new(keys.send, keys.recv, now), now);
         ctx.stats.handshakes_completed += 1;
         let (peer, sid, remote) = (s.peer, s.id, s.remote);
         self.events.push_back(Event::SessionUp {
@@ -712,10 +709,7 @@ impl Endpoint {
             return;
         }
         let Ok(keys) = hs.into_keys() else { return };
-        s.set_keys(Keys::new(keys.send, keys.recv, now));
-        s.restart_handshake_packet_clock(now);
-        s.packets_sent += 1;
-        s.last_tx = now;
+        s.handshake_sent(Keys::new(keys.send, keys.recv, now), now);
         ctx.stats.handshakes_completed += 1;
         let (peer, sid, remote) = (s.peer, s.id, s.remote);
         let retry = self.config.handshake_retry;

@@ -792,30 +792,18 @@ impl Sim {
             Fate::Lost => self.mark(Mark::Lost, from, to.0, len, digest),
             Fate::QueueFull => self.mark(Mark::QueueFull, from, to.0, len, digest),
             Fate::Deliver { at, dup } => {
+                let deliver = |data| Kind::Deliver {
+                    from,
+                    to,
+                    from_addr,
+                    data,
+                    digest,
+                };
                 if let Some(d) = dup {
                     self.mark(Mark::Duplicated, from, to.0, len, digest);
-                    let data = data.clone();
-                    self.push(
-                        d,
-                        Kind::Deliver {
-                            from,
-                            to,
-                            from_addr,
-                            data,
-                            digest,
-                        },
-                    );
+                    self.push(d, deliver(data.clone()));
                 }
-                self.push(
-                    at,
-                    Kind::Deliver {
-                        from,
-                        to,
-                        from_addr,
-                        data,
-                        digest,
-                    },
-                );
+                self.push(at, deliver(data));
             }
         }
     }

@@ -744,12 +744,15 @@ impl Session {
         self.keys = Some(keys);
     }
 
-    /// Marks the packet-0 frames the session sent in a handshake message as sent now
-    /// (their loss timer starts with the keys).
-    pub(crate) fn restart_handshake_packet_clock(&mut self, now: Instant) {
+    /// Our last handshake message, which carried packet 0's frames, was sent now: installs
+    /// the keys, counts the packet and starts packet 0's loss timer with the keys.
+    pub(crate) fn handshake_sent(&mut self, keys: Keys, now: Instant) {
+        self.set_keys(keys);
         if let Some(p) = self.sent.get_mut(&0) {
             p.time = now;
         }
+        self.packets_sent += 1;
+        self.last_tx = now;
     }
 
     /// Whether message units wait in the send queue.
