@@ -199,6 +199,8 @@ impl Dht {
             Mode::Server => &[PROTOCOL],
             Mode::Client => &[],
         };
+        // This module is the I/O side: it reads the clock and hands the instant in (here and,
+        // through `ServiceHandle`, on every call); the state machine reads none.
         let mut kademlia = Kademlia::new(local, kad, Instant::now());
         kademlia.set_local_addrs(dialable_listen_addrs(host));
         let task = ServiceHandle::spawn(host, protocols, kademlia)?;
@@ -373,7 +375,7 @@ impl Dht {
         &self,
         start: impl FnOnce(&mut Kademlia, Instant) -> Result<QueryId, KadError> + Send + 'static,
     ) -> Result<(QueryResult, QueryStats), DhtError> {
-        let start = move |k: &mut Kademlia| start(k, Instant::now()).map(|id| id.0);
+        let start = move |k: &mut Kademlia, now| start(k, now).map(|id| id.0);
         Ok(self.task.command(start).await??)
     }
 }

@@ -123,7 +123,7 @@ type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type Waiting<S> = HashMap<u64, oneshot::Sender<<S as Service>::Done>>;
 
 /// A closure run on the task.
-type RunFn<S> = Box<dyn FnOnce(&mut S, &mut Waiting<S>) + Send>;
+type RunFn<S> = Box<dyn FnOnce(&mut S, Instant, &mut Waiting<S>) + Send>;
 
 /// What a handle asks of the task: run a closure, or stop (and say so once stopped).
 enum Call<S: Service> {
@@ -185,18 +185,20 @@ impl<S: Service> ServiceHandle<S> {
         &self,
         f: impl FnOnce(&mut S) -> T + Send + 'static,
     ) -> Result<T, Closed> {
-        self.run(|s, _| f(s)).await
+        self.run(|s, _, _| f(s)).await
     }
 
-    /// Runs `start` on the service; if it started a command (`Ok(id)`), waits until the
+    /// Runs `start` on the service with the current instant (the task's clock, as for every
+    /// other call into the service); if it started a command (`Ok(id)`), waits until the
     /// service reports command `id` done ([`Service::poll_done`]) and returns its outcome.
     /// Errors: [`Closed`], also if the task stops before the command is done.
     pub async fn command<E: Send + 'static>(
         &self,
-        start: impl FnOnce(&mut S) -> Result<u64, E> + Send + 'static,
+        start: impl FnOnce(&mut S, Instant) -> Result<u64, E> + Send + 'static,
     ) -> Result<Result<S::Done, E>, Closed> {
         let (done, rx) = oneshot::channel();
-        let started = self.run(move |s, waiting| start(s).map(|id| waiting.insert(id, done)));
+        let started =
+            self.run(move |s, now, waiting| start(s, now).map(|id| waiting.insert(id, done)));
         match started.await? {
             Ok(_) => rx.await.map(Ok).map_err(|_| Closed),
             Err(e) => Ok(Err(e)),
@@ -205,11 +207,11 @@ impl<S: Service> ServiceHandle<S> {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut S, &mut Waiting<S>) -> T + Send + 'static,
+        f: impl FnOnce(&mut S, Instant, &mut Waiting<S>) -> T + Send + 'static,
     ) -> Result<T, Closed> {
         let (reply, rx) = oneshot::channel();
-        let run = Box::new(move |s: &mut S, waiting: &mut Waiting<S>| {
-            let _ = reply.send(f(s, waiting));
+        let run = Box::new(move |s: &mut S, now: Instant, waiting: &mut Waiting<S>| {
+            let _ = reply.send(f(s, now, waiting));
         });
         self.tx.send(Call::Run(run)).await.map_err(|_| Closed)?;
         rx.await.map_err(|_| Closed)
@@ -254,7 +256,7 @@ impl<S: Service> Task<S> {
             let accept = !self.incoming.is_empty() && self.inbound.len() < MAX_INBOUND;
             tokio::select! {
                 call = calls.recv() => match call {
-                    Some(Call::Run(f)) => f(&mut self.service, &mut self.waiting),
+                    Some(Call::Run(f)) => f(&mut self.service, Instant::now(), &mut self.waiting),
                     Some(Call::Close(stopped)) => break Some(stopped),
                     None => break None,
                 },

@@ -143,7 +143,7 @@ async fn ping(
     addrs: Vec<Multiaddr>,
     payload: &'static str,
 ) -> (Outcome, Outcome) {
-    let done = svc.command(move |s| s.ping(peer, addrs, payload));
+    let done = svc.command(move |s, _| s.ping(peer, addrs, payload));
     guard("ping", done)
         .await
         .expect("task running")
@@ -213,7 +213,7 @@ async fn a_service_answers_sends_and_is_told_outcomes_and_timeouts() {
     .await;
 
     // A command the service refuses is not waited for.
-    let refused = sa.command(move |s| s.ping(pb, vec![], "")).await;
+    let refused = sa.command(move |s, _| s.ping(pb, vec![], "")).await;
     assert_eq!(refused.expect("task running"), Err("empty payload"));
 
     // a handles nothing: b's requests to it fail as unsupported.
